@@ -1,0 +1,146 @@
+"""Settings, read from `ALPHAPANDA_*` environment variables (nested with `__`) and validated at start.
+
+Examples:
+    ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS=kafka:9092      use this Kafka instead of the embedded broker
+    ALPHAPANDA_REDIS__URL=redis://localhost:6379/0      use this Redis instead of the embedded one
+    ALPHAPANDA_BROKERS=paper,zerodha                   the brokers whose pipelines run
+    ALPHAPANDA_BROKER__PAPER__SLIPPAGE_BPS=5           per-broker settings
+    ALPHAPANDA_BROKER__PAPER__RISK__MAX_ORDER_VALUE=250000
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from alphapanda import topics
+
+ENV_PREFIX = "ALPHAPANDA_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message is one line naming it and saying how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(
+        default="", description="Kafka bootstrap servers; empty starts the embedded Tansu broker."
+    )
+    partitions: int = Field(default=3, ge=1, le=256, description="Partitions of each topic created at start.")
+    fetch_wait_max_ms: int = Field(
+        default=10, ge=1, le=5000, description="Consumer fetch wait: it sets pipeline latency."
+    )
+    session_timeout_ms: int = Field(default=6000, ge=1000, le=300000)
+    ack_timeout_s: float = Field(
+        default=15.0, gt=0, description="How long to wait for the broker to acknowledge outputs."
+    )
+
+
+class RedisSettings(_Section):
+    url: str = Field(default="", description="Redis URL; empty starts the embedded redis-server.")
+    claim_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long a processed event id is remembered (and its outputs kept for replay).",
+    )
+
+
+class DeliverySettings(_Section):
+    """How the local dispatcher retries, like a KafkaSource `delivery` block."""
+
+    retries: int = Field(default=4, ge=0, le=100)
+    backoff_delay_s: float = Field(default=0.05, gt=0, description="Exponential: delay * 2^attempt.")
+    backoff_max_s: float = Field(default=2.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, le=100000)
+
+
+class RiskLimits(_Section):
+    max_order_value: Decimal = Field(default=Decimal("500000"), gt=0, description="Rupees per order.")
+    max_position_quantity: int = Field(default=2000, gt=0, description="Absolute net quantity per instrument.")
+    allowed_instruments: tuple[int, ...] | None = Field(
+        default=None, description="Instrument tokens that may trade; unset allows every instrument."
+    )
+
+
+class BrokerSettings(_Section):
+    starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
+    slippage_bps: Decimal = Field(default=Decimal("2"), ge=0, le=1000)
+    risk: RiskLimits = Field(default_factory=RiskLimits)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    brokers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("paper",), description="Brokers whose pipelines run (comma list)."
+    )
+    broker: dict[str, BrokerSettings] = Field(default_factory=dict)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    strategies_file: Path | None = Field(default=None, description="Strategies YAML; unset uses the shipped one.")
+    instruments_file: Path | None = Field(default=None, description="Instrument CSV; unset uses the shipped NSE list.")
+
+    @field_validator("brokers", mode="before")
+    @classmethod
+    def _split_brokers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [b.strip() for b in value.split(",") if b.strip()]
+        return value
+
+    @field_validator("brokers")
+    @classmethod
+    def _check_brokers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one broker is required, e.g. paper")
+        for name in value:
+            topics.validate_broker_name(name)
+            topics.broker_kind(name)
+        if len(set(value)) != len(value):
+            raise ValueError("a broker is named twice")
+        return value
+
+    @field_validator("strategies_file", "instruments_file")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_broker_sections(self) -> Settings:
+        unknown = set(self.broker) - set(self.brokers)
+        for name in unknown:
+            topics.validate_broker_name(name)
+        return self
+
+    def for_broker(self, name: str) -> BrokerSettings:
+        return self.broker.get(name) or BrokerSettings()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings; raise `ConfigError` with one line naming the bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    path = "__".join(str(p) for p in err["loc"]).upper()
+    given = err.get("input")
+    shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"setting {ENV_PREFIX}{path} is invalid: {msg}{shown}{more}"
