@@ -1,0 +1,264 @@
+{{/*
+Names and labels only. Every object name, topic name and consumer-group name the chart renders
+is computed here, once, so the templates (one per resource kind) cannot disagree about them.
+*/}}
+
+{{/*
+Chart name, overridable (podinfo convention).
+*/}}
+{{- define "alphapanda.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified name of the release-wide objects (Redis, Secrets, ConfigMaps): the release name
+if it already contains the chart name, else "<release>-<chart>", cut to a DNS label.
+*/}}
+{{- define "alphapanda.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"name-version" for the helm.sh/chart label ("+" is not allowed in label values).
+*/}}
+{{- define "alphapanda.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: name + instance + component + broker. The broker label keeps the selectors of
+two brokers' pipelines disjoint inside one release ("shared" for broker-independent parts).
+Call with (dict "ctx" $ "component" "risk-manager" "broker" "paper").
+*/}}
+{{- define "alphapanda.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "alphapanda.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+alphapanda.io/broker: {{ .broker | default "shared" }}
+{{- end }}
+
+{{/*
+Common labels (Kubernetes recommended labels plus the selector labels). Same arguments.
+*/}}
+{{- define "alphapanda.labels" -}}
+helm.sh/chart: {{ include "alphapanda.chart" .ctx }}
+{{ include "alphapanda.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: alphapanda
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end }}
+
+{{/*
+Service account name of every pod.
+*/}}
+{{- define "alphapanda.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "alphapanda.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "alphapanda.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+
+{{/*
+Release-wide object names.
+*/}}
+{{- define "alphapanda.redisName" -}}
+{{- printf "%s-redis" (include "alphapanda.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "alphapanda.kiteSecretName" -}}
+{{- .Values.kite.existingSecret | default (printf "%s-kite" (include "alphapanda.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+{{- define "alphapanda.redisSecretName" -}}
+{{- .Values.redis.external.existingSecret | default (printf "%s-redis-url" (include "alphapanda.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+{{- define "alphapanda.strategiesName" -}}
+{{- .Values.strategies.existingConfigMap | default (printf "%s-strategies" (include "alphapanda.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+A topic name as a DNS label: "paper.signals.raw" -> "paper-signals-raw".
+*/}}
+{{- define "alphapanda.topicDnsName" -}}
+{{- . | replace "." "-" | replace "_" "-" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The dead-letter topic of a topic (alphapanda.topics.dlq) and the KafkaSink that writes it.
+*/}}
+{{- define "alphapanda.dlqTopic" -}}
+{{- printf "%s.dlq" . }}
+{{- end }}
+{{- define "alphapanda.dlqSinkName" -}}
+{{- printf "%s-dlq" (include "alphapanda.topicDnsName" .) }}
+{{- end }}
+
+{{/*
+The enabled broker names as a JSON list. `brokers` may be a list or a comma-separated string
+(`--set brokers=paper\,zerodha`). The checks mirror alphapanda.topics.validate_broker_name and
+broker_kind so a bad name fails here, before anything reaches a cluster, with the message the
+runtime would give.
+*/}}
+{{- define "alphapanda.brokers" -}}
+{{- $known := list "paper" "zerodha" }}
+{{- $raw := .Values.brokers }}
+{{- $items := list }}
+{{- if kindIs "string" $raw }}
+{{- $items = splitList "," $raw }}
+{{- else if $raw }}
+{{- $items = $raw }}
+{{- end }}
+{{- $out := list }}
+{{- range $items }}
+{{- $b := trim (toString .) }}
+{{- if $b }}
+{{- if not (regexMatch "^[a-z][a-z0-9]*(-[a-z0-9]+)*$" $b) }}
+{{- fail (printf "brokers: broker name %q is invalid: use lowercase letters, digits and dashes, starting with a letter (e.g. paper, zerodha, paper-replay)" $b) }}
+{{- end }}
+{{- $kind := first (splitList "-" $b) }}
+{{- if not (has $kind $known) }}
+{{- fail (printf "brokers: broker %q is of no known kind: its name must start with one of %s (e.g. paper, zerodha, paper-replay)" $b (join ", " $known)) }}
+{{- end }}
+{{- if has $b $out }}
+{{- fail (printf "brokers: broker %q is named twice" $b) }}
+{{- end }}
+{{- $out = append $out $b }}
+{{- end }}
+{{- end }}
+{{- if not $out }}
+{{- fail "brokers: at least one broker is required, e.g. --set 'brokers={paper}' or --set brokers=paper\\,zerodha" }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+The function instances to render, as a JSON list: one per shared function, one per
+(broker-scoped function, broker). For each: its object name (a DNS label: "paper-risk-manager",
+shared ones "strategy-runner"), the topics it consumes (topic templates of values.functions
+expanded like alphapanda.topics.Subscription.topics) and its consumer group, named exactly as
+alphapanda.topics.Subscription.consumer_group names it ("alphapanda-{broker|shared}-{function}").
+A function whose brokerKinds do not match any enabled broker is not rendered at all.
+*/}}
+{{- define "alphapanda.instances" -}}
+{{- $brokers := include "alphapanda.brokers" . | fromJsonArray }}
+{{- $kinds := list }}
+{{- range $brokers }}{{ $kinds = append $kinds (first (splitList "-" .)) }}{{ end }}
+{{- $assetClasses := .Values.pipeline.assetClasses }}
+{{- $out := list }}
+{{- range $key := keys .Values.functions | sortAlpha }}
+{{- /* Shallow override, key by key: mergeOverwrite would ignore a function's false or 0. */}}
+{{- $fn := deepCopy $.Values.functionDefaults }}
+{{- range $k, $v := get $.Values.functions $key }}{{ $_ := set $fn $k $v }}{{ end }}
+{{- if $fn.enabled }}
+{{- $dns := $key | replace "_" "-" }}
+{{- if and (eq $fn.workload "deployment") $fn.subscribe }}
+{{- fail (printf "functions.%s: a deployment workload cannot subscribe to topics (only Knative functions are KafkaSource sinks)" $key) }}
+{{- end }}
+{{- $owners := list }}
+{{- if eq $fn.scope "shared" }}
+{{- $match := not $fn.brokerKinds }}
+{{- range $fn.brokerKinds }}{{ if has . $kinds }}{{ $match = true }}{{ end }}{{ end }}
+{{- if $match }}{{ $owners = list "" }}{{ end }}
+{{- else }}
+{{- range $b := $brokers }}
+{{- if or (not $fn.brokerKinds) (has (first (splitList "-" $b)) $fn.brokerKinds) }}
+{{- $owners = append $owners $b }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $b := $owners }}
+{{- $topics := list }}
+{{- range $tpl := $fn.subscribe }}
+{{- if and (contains "{broker}" $tpl) (not $b) }}
+{{- fail (printf "functions.%s: a shared function cannot subscribe to the broker topic template %q" $key $tpl) }}
+{{- end }}
+{{- if contains "{asset_class}" $tpl }}
+{{- range $ac := $assetClasses }}
+{{- $topics = append $topics ($tpl | replace "{asset_class}" $ac | replace "{broker}" $b) }}
+{{- end }}
+{{- else }}
+{{- $topics = append $topics ($tpl | replace "{broker}" $b) }}
+{{- end }}
+{{- end }}
+{{- $name := ternary (printf "%s-%s" $b $dns) $dns (ne $b "") }}
+{{- if gt (len $name) 63 }}
+{{- fail (printf "functions.%s: object name %q is longer than 63 characters: use a shorter broker name" $key $name) }}
+{{- end }}
+{{- $kite := false }}
+{{- if $fn.kite }}
+{{- if $b }}{{ $kite = eq (first (splitList "-" $b)) "zerodha" }}{{ else }}{{ $kite = has "zerodha" $kinds }}{{ end }}
+{{- end }}
+{{- $out = append $out (dict
+    "function" $key
+    "component" $dns
+    "broker" $b
+    "name" $name
+    "topics" $topics
+    "consumerGroup" (printf "alphapanda-%s-%s" ($b | default "shared") $dns)
+    "brokersEnv" (ternary $b (join "," $brokers) (ne $b ""))
+    "kite" $kite
+    "config" $fn) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+Every topic (and its dead-letter topic) the enabled brokers use, as a JSON list: the chart's
+counterpart of alphapanda.topics.all_topics.
+*/}}
+{{- define "alphapanda.allTopics" -}}
+{{- $brokers := include "alphapanda.brokers" . | fromJsonArray }}
+{{- $base := list }}
+{{- range $tpl := .Values.pipeline.topics }}
+{{- if contains "{asset_class}" $tpl }}
+{{- range $ac := $.Values.pipeline.assetClasses }}{{ $base = append $base ($tpl | replace "{asset_class}" $ac) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- range $b := $brokers }}
+{{- range $tpl := $.Values.pipeline.topics }}
+{{- if contains "{broker}" $tpl }}{{ $base = append $base ($tpl | replace "{broker}" $b) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $all := $base }}
+{{- range $base }}{{ $all = append $all (include "alphapanda.dlqTopic" .) }}{{ end }}
+{{- toJson $all }}
+{{- end }}
+
+{{/*
+OTEL_RESOURCE_ATTRIBUTES of an instance: names that let Tempo and Prometheus tell the function
+and the broker apart. Call with (dict "ctx" $ "inst" $inst).
+*/}}
+{{- define "alphapanda.otelResource" -}}
+{{- $attrs := list (printf "service.namespace=%s" .ctx.Release.Namespace) (printf "alphapanda.function=%s" .inst.function) (printf "alphapanda.broker=%s" (.inst.broker | default "shared")) }}
+{{- range $k, $v := .ctx.Values.otel.resourceAttributes }}{{ $attrs = append $attrs (printf "%s=%v" $k $v) }}{{ end }}
+{{- join "," $attrs }}
+{{- end }}
+
+{{/*
+Kafka bootstrap servers as a list (KafkaSource) or a comma string (KafkaSink, env); the value
+may be given either way.
+*/}}
+{{- define "alphapanda.bootstrapList" -}}
+{{- $v := .Values.kafka.bootstrapServers }}
+{{- $l := list }}
+{{- range (kindIs "string" $v | ternary (splitList "," (toString $v)) $v) }}{{ if trim . }}{{ $l = append $l (trim .) }}{{ end }}{{ end }}
+{{- if not $l }}{{ fail "kafka.bootstrapServers: set the Kafka bootstrap servers, e.g. my-cluster-kafka-bootstrap.kafka.svc:9092" }}{{ end }}
+{{- toJson $l }}
+{{- end }}

@@ -1,0 +1,1 @@
+"""Traders: one per broker kind behind the `Trader` interface, chosen by `TraderFactory`."""

@@ -1,0 +1,43 @@
+"""The interface every broker's trader implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from alphapanda.events import OrderFailed, OrderFilled, OrderSubmitted, Signal
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The latest top of book of an instrument, as stored by the strategy runner."""
+
+    bid: Decimal
+    ask: Decimal
+    last_price: Decimal
+
+    def to_json(self) -> dict[str, str]:
+        return {"bid": str(self.bid), "ask": str(self.ask), "ltp": str(self.last_price)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, str]) -> Quote:
+        return cls(Decimal(raw["bid"]), Decimal(raw["ask"]), Decimal(raw["ltp"]))
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIds:
+    """Ids for what one signal may produce, derived from the signal's event id by the caller."""
+
+    signal_id: str
+    order_id: str
+    fill_id: str
+
+
+OrderEvent = OrderSubmitted | OrderFilled | OrderFailed
+
+
+class Trader(Protocol):
+    """Turn a validated signal into order events, in the order they happened."""
+
+    def execute(self, signal: Signal, ids: OrderIds, quote: Quote | None) -> list[OrderEvent]: ...

@@ -1,0 +1,58 @@
+"""The paper broker: fills market orders against the latest quote, with slippage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from alphapanda.brokers.base import OrderEvent, OrderIds, Quote
+from alphapanda.domain.fills import paper_fill_price
+from alphapanda.domain.instruments import Instrument
+from alphapanda.events import OrderFailed, OrderFilled, OrderSubmitted, OrderType, Signal, now
+
+
+@dataclass(frozen=True)
+class PaperTrader:
+    slippage_bps: Decimal
+    instruments: Mapping[int, Instrument]
+    clock: Callable[[], datetime] = field(default=now)
+
+    def execute(self, signal: Signal, ids: OrderIds, quote: Quote | None) -> list[OrderEvent]:
+        common = {
+            "instrument_token": signal.instrument_token,
+            "tradingsymbol": signal.tradingsymbol,
+            "exchange": signal.exchange,
+            "order_id": ids.order_id,
+            "strategy": signal.strategy,
+            "side": signal.side,
+            "quantity": signal.quantity,
+        }
+        at = self.clock()
+        submitted = OrderSubmitted(
+            **common,
+            signal_id=ids.signal_id,
+            order_type=signal.order_type,
+            product=signal.product,
+            validity=signal.validity,
+            submitted_at=at,
+        )
+        failure = self._why_not(signal, quote)
+        if failure is not None:
+            return [submitted, OrderFailed(**common, signal_id=ids.signal_id, reason=failure)]
+        assert quote is not None
+        inst = self.instruments[signal.instrument_token]
+        price = paper_fill_price(signal.side, quote.bid, quote.ask, self.slippage_bps, inst.tick_size)
+        fill = OrderFilled(**common, fill_id=ids.fill_id, price=price, product=signal.product, filled_at=at)
+        return [submitted, fill]
+
+    def _why_not(self, signal: Signal, quote: Quote | None) -> str | None:
+        if signal.order_type is not OrderType.MARKET:
+            return f"the paper broker does not support {signal.order_type} orders yet"
+        if signal.instrument_token not in self.instruments:
+            return f"unknown instrument {signal.instrument_token}"
+        if quote is None:
+            return f"no market data yet for {signal.tradingsymbol}"
+        return None
+

@@ -1,0 +1,1 @@
+"""The Kafka binding and the local dispatcher that emulates Knative KafkaSources."""

@@ -1,0 +1,125 @@
+"""The `alphapanda` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alphapanda.config import ConfigError, load_settings
+from alphapanda.domain.instruments import InstrumentFileError
+from alphapanda.domain.strategy import StrategyConfigError
+from alphapanda.feed import TickFileError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alphapanda", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline locally (embedded Kafka and Redis unless configured)",
+        description="Start the embedded broker and Redis (or use ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and "
+        "ALPHAPANDA_REDIS__URL), a simulated NSE feed and the pipeline for each broker.",
+    )
+    run.add_argument("--brokers", help="comma list of brokers (default: paper, or ALPHAPANDA_BROKERS)")
+    run.add_argument("--instruments", type=_positive_int, help="simulate only the first N instruments")
+    run.add_argument("--rate", type=_positive_float, default=200.0, help="ticks per second (0: as fast as possible)")
+    run.add_argument("--seed", type=int, default=7, help="simulator seed")
+    run.add_argument("--strategies", type=_existing_file, help="strategies YAML file")
+    run.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    run.add_argument("--replay", type=_existing_file, help="replay this CSV tick file instead of simulating")
+    run.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
+
+    sim = sub.add_parser("simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)")
+    sim.add_argument("--ticks", type=_positive_int, required=True, help="how many ticks")
+    sim.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    sim.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--start", default="2026-01-05T09:15:00+05:30", help="market time of the first tick (ISO 8601)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "simulate":
+            return _simulate(args)
+    except (ConfigError, StrategyConfigError, InstrumentFileError, TickFileError) as exc:
+        print(f"alphapanda: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from alphapanda.runtime.local import RunOptions, run_local
+
+    overrides: dict[str, Any] = {}
+    if args.brokers is not None:
+        overrides["brokers"] = args.brokers
+    if args.strategies is not None:
+        overrides["strategies_file"] = args.strategies
+    settings = load_settings(**overrides)
+    options = RunOptions(
+        rate=args.rate, seed=args.seed, instruments=args.instruments, duration=args.duration,
+        replay=args.replay, live_view=not args.no_live,
+    )
+    run_local(settings, options)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from alphapanda.domain.instruments import load_instruments
+    from alphapanda.feed import write_ticks_csv
+    from alphapanda.runtime.feed import fixed_simulation
+
+    try:
+        start = datetime.fromisoformat(args.start)
+    except ValueError:
+        print(f"alphapanda: --start {args.start!r} is not an ISO 8601 time", file=sys.stderr)
+        return 2
+    if start.tzinfo is None:
+        print("alphapanda: --start needs a timezone, e.g. 2026-01-05T09:15:00+05:30", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    instruments = load_instruments(settings.instruments_file)[: args.instruments]
+    n = write_ticks_csv(args.out, fixed_simulation(instruments, args.seed, start, args.ticks))
+    print(f"wrote {n} ticks to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

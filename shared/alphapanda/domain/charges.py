@@ -1,0 +1,431 @@
+"""Indian brokerage, taxes and levies on one executed order, from a dated table of rates.
+
+Rates are data (`alphapanda/data/charges.yaml`), never constants here: governments and exchanges
+change them several times a year, and a replay of an old day must be charged at that day's rates.
+`load_charge_schedule` reads and validates the table; `ChargeSchedule.rates_on` picks the entry in
+force on a trade date; `charges_for` turns one executed order and its rates into a
+`ChargeBreakdown`. Everything except the loader is pure.
+
+Money is `Decimal` throughout. Each component is rounded half-up, per order, to the unit the
+table names (STT to the rupee, the rest to the paisa in the shipped table). GST is charged on the
+already-rounded brokerage, exchange charge and SEBI fee, as a contract note shows them.
+
+Call `charges_for` once per executed order with its total filled quantity and average price:
+Zerodha's Rs 20 brokerage cap is per order, so charging each partial fill separately overcharges.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alphapanda.domain.calendar import to_ist
+from alphapanda.events import Product, Side
+
+SCHEMA_VERSION: Final = 1
+DEFAULT_BROKER: Final = "zerodha"
+
+_HUNDRED: Final = Decimal(100)
+_CRORE: Final = Decimal(10_000_000)
+_ZERO: Final = Decimal(0)
+_PAISA: Final = Decimal("0.01")
+# Wide enough that no product of a turnover and a rate is ever rounded before the final quantize,
+# and independent of whatever decimal context the caller has set.
+_EXACT: Final = Context(prec=50, rounding=ROUND_HALF_UP)
+
+
+class Segment(StrEnum):
+    EQUITY_DELIVERY = "equity_delivery"
+    EQUITY_INTRADAY = "equity_intraday"
+    FUTURES = "futures"
+    OPTIONS = "options"
+
+
+class Exchange(StrEnum):
+    NSE = "NSE"
+    BSE = "BSE"
+
+
+class ChargeSide(StrEnum):
+    """Which leg of a trade pays a component."""
+
+    BUY = "buy"
+    SELL = "sell"
+    BOTH = "both"
+
+    def applies_to(self, side: Side) -> bool:
+        """Return whether an order on `side` pays a component charged on this side."""
+        return self is ChargeSide.BOTH or self.value == side.value.lower()
+
+
+class Rounding(StrEnum):
+    RUPEE = "rupee"
+    PAISA = "paisa"
+
+    @property
+    def quantum(self) -> Decimal:
+        """Return the smallest amount this rounding keeps: one rupee or one paisa."""
+        return Decimal(1) if self is Rounding.RUPEE else Decimal("0.01")
+
+    def apply(self, amount: Decimal) -> Decimal:
+        """Round `amount` half-up to this unit, written with paise so every component prints alike."""
+        return amount.quantize(self.quantum, rounding=ROUND_HALF_UP).quantize(_PAISA)
+
+
+class ChargeScheduleError(ValueError):
+    """The charges table is unreadable or invalid; the message names the file, entry and field."""
+
+
+class NoRatesInForceError(LookupError):
+    """No entry of the table covers the requested broker, segment, exchange and date."""
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+NonNegative = Annotated[Decimal, Field(ge=0)]
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FlatBrokerage(_Rule):
+    kind: Literal["flat"]
+    amount: NonNegative
+    rounding: Rounding
+
+
+class PercentageBrokerage(_Rule):
+    kind: Literal["percentage"]
+    rate_pct: NonNegative
+    cap: NonNegative | None = None
+    rounding: Rounding
+
+
+BrokerageRule = Annotated[FlatBrokerage | PercentageBrokerage, Field(discriminator="kind")]
+
+
+class SidedRate(_Rule):
+    rate_pct: NonNegative
+    side: ChargeSide
+    rounding: Rounding
+
+
+class TurnoverRate(_Rule):
+    rate_pct: NonNegative
+    rounding: Rounding
+
+
+class PerCroreFee(_Rule):
+    per_crore: NonNegative
+    rounding: Rounding
+
+
+class ChargeRates(_Rule):
+    """The rates one broker applies to one segment on one exchange from `effective_from` on."""
+
+    broker: str = Field(min_length=1)
+    segment: Segment
+    exchange: Exchange
+    effective_from: date
+    source: str = Field(min_length=1, description="Where these rates were read, for the next reviewer.")
+    brokerage: BrokerageRule
+    stt: SidedRate
+    exchange_txn: TurnoverRate
+    sebi: PerCroreFee
+    gst: TurnoverRate
+    stamp_duty: SidedRate
+
+
+_Key = tuple[str, Segment, Exchange]
+
+
+@dataclass(frozen=True)
+class ChargeSchedule:
+    """Every dated rate entry; look one up with `rates_on`."""
+
+    entries: tuple[ChargeRates, ...]
+    _index: Mapping[_Key, tuple[ChargeRates, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        grouped: dict[_Key, list[ChargeRates]] = {}
+        for entry in self.entries:
+            grouped.setdefault((entry.broker, entry.segment, entry.exchange), []).append(entry)
+        index = {key: tuple(sorted(group, key=lambda e: e.effective_from)) for key, group in grouped.items()}
+        object.__setattr__(self, "_index", index)
+
+    def rates_on(
+        self,
+        trade_date: date,
+        segment: Segment | str,
+        exchange: Exchange | str,
+        *,
+        broker: str = DEFAULT_BROKER,
+    ) -> ChargeRates:
+        """Return the entry in force on `trade_date`: the latest one whose effective_from is not after it.
+
+        `trade_date` may be a timezone-aware datetime, which is read as its date in IST. `exchange`
+        accepts Kite's F&O exchange names too (NFO, BFO), since their charges are NSE's and BSE's.
+        """
+        day = _trade_date(trade_date)
+        key = (broker, Segment(segment), charge_exchange(exchange))
+        history = self._index.get(key, ())
+        position = bisect_right([entry.effective_from for entry in history], day)
+        if position == 0:
+            first = f"; the earliest entry starts {history[0].effective_from}" if history else ""
+            raise NoRatesInForceError(
+                f"no {key[0]} charges for {key[1].value} on {key[2].value} in force on {day}{first}"
+            )
+        return history[position - 1]
+
+
+def charge_exchange(exchange: Exchange | str) -> Exchange:
+    """Map an exchange name as Kite spells it (NSE, BSE, NFO, BFO) to the exchange whose charges apply."""
+    name = str(exchange).upper()
+    aliases = {"NFO": Exchange.NSE, "BFO": Exchange.BSE}
+    if name in aliases:
+        return aliases[name]
+    try:
+        return Exchange(name)
+    except ValueError:
+        raise ValueError(
+            f"no charges are defined for exchange {exchange!r}; expected NSE, BSE, NFO or BFO"
+        ) from None
+
+
+def segment_for(product: Product | str, instrument_type: str) -> Segment:
+    """Return the charges segment of an order from its Kite product (CNC/MIS/NRML) and instrument type.
+
+    Raise ValueError for a combination Kite would reject or that the table does not price (MTF).
+    """
+    prod = str(product).upper()
+    kind = instrument_type.upper()
+    if kind == "EQ":
+        if prod == "CNC":
+            return Segment.EQUITY_DELIVERY
+        if prod == "MIS":
+            return Segment.EQUITY_INTRADAY
+    elif kind in ("FUT", "CE", "PE") and prod in ("NRML", "MIS"):
+        return Segment.FUTURES if kind == "FUT" else Segment.OPTIONS
+    raise ValueError(f"no charges segment for product {product!r} with instrument type {instrument_type!r}")
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+class _DecimalLoader(yaml.SafeLoader):
+    """A YAML loader that reads floats as exact Decimals, so 0.00307 stays 0.00307."""
+
+
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(None, None, "expected a number", node.start_mark)
+    return Decimal(str(loader.construct_scalar(node)).replace("_", ""))
+
+
+_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+
+
+def parse_charge_schedule(text: str, origin: str = "charges.yaml") -> ChargeSchedule:
+    """Parse and validate the YAML text of a charges table.
+
+    Raise ChargeScheduleError naming the first bad entry and each of its bad fields.
+    """
+    try:
+        document = yaml.load(text, Loader=_DecimalLoader)
+    except (yaml.YAMLError, ArithmeticError) as exc:
+        raise ChargeScheduleError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise ChargeScheduleError(f"{origin}: expected a mapping with schema_version and entries")
+    if document.get("schema_version") != SCHEMA_VERSION:
+        raise ChargeScheduleError(
+            f"{origin}: schema_version must be {SCHEMA_VERSION}, found {document.get('schema_version')!r}"
+        )
+    raw_entries = document.get("entries")
+    if not isinstance(raw_entries, list) or not raw_entries:
+        raise ChargeScheduleError(f"{origin}: 'entries' must be a non-empty list")
+    if unknown := set(document) - {"schema_version", "entries"}:
+        raise ChargeScheduleError(f"{origin}: unknown top-level keys {sorted(unknown)}")
+
+    entries = [_validate_entry(raw, number, origin) for number, raw in enumerate(raw_entries, start=1)]
+    _reject_duplicates(entries, origin)
+    return ChargeSchedule(tuple(entries))
+
+
+def load_charge_schedule(path: str | os.PathLike[str] | None = None) -> ChargeSchedule:
+    """Load the charges table at `path`, or the one shipped with alphapanda when `path` is None."""
+    if path is None:
+        text = resources.files("alphapanda.data").joinpath("charges.yaml").read_text(encoding="utf-8")
+        return parse_charge_schedule(text, "shipped charges.yaml")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ChargeScheduleError(f"{path}: cannot read charges table: {exc.strerror}") from None
+    return parse_charge_schedule(text, str(path))
+
+
+def _validate_entry(raw: object, number: int, origin: str) -> ChargeRates:
+    label = _entry_label(raw)
+    if not isinstance(raw, dict):
+        raise ChargeScheduleError(f"{origin}: entry {number}: expected a mapping, found {type(raw).__name__}")
+    try:
+        return ChargeRates.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(part) for part in error['loc'])}': {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ChargeScheduleError(f"{origin}: entry {number} ({label}): {problems}") from None
+
+
+def _entry_label(raw: object) -> str:
+    if not isinstance(raw, dict):
+        return "?"
+    parts = [str(raw.get(name, "?")) for name in ("broker", "segment", "exchange")]
+    return f"{' '.join(parts)} from {raw.get('effective_from', '?')}"
+
+
+def _reject_duplicates(entries: Sequence[ChargeRates], origin: str) -> None:
+    seen: dict[tuple[str, Segment, Exchange, date], int] = {}
+    for number, entry in enumerate(entries, start=1):
+        key = (entry.broker, entry.segment, entry.exchange, entry.effective_from)
+        if key in seen:
+            raise ChargeScheduleError(
+                f"{origin}: entry {number} ({entry.broker} {entry.segment.value} {entry.exchange.value} "
+                f"from {entry.effective_from}) repeats entry {seen[key]}; keep one per date"
+            )
+        seen[key] = number
+
+
+# --- computing ----------------------------------------------------------------------------------
+
+
+class ChargeableFill(Protocol):
+    """What `charges_for` reads from an executed order; `events.OrderFilled` has this shape."""
+
+    @property
+    def side(self) -> Side: ...
+
+    @property
+    def quantity(self) -> int: ...
+
+    @property
+    def price(self) -> Decimal: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutedOrder:
+    """An executed order as `charges_for` needs it: side, total filled quantity, average price.
+
+    For options `price` is the premium per unit and `quantity` counts units, not lots.
+    """
+
+    side: Side
+    quantity: int
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeBreakdown:
+    """What one or more executed orders cost, by component, in rupees."""
+
+    brokerage: Decimal
+    stt: Decimal
+    exchange_txn: Decimal
+    sebi: Decimal
+    gst: Decimal
+    stamp_duty: Decimal
+    total: Decimal = field(init=False)
+
+    def __post_init__(self) -> None:
+        total = self.brokerage + self.stt + self.exchange_txn + self.sebi + self.gst + self.stamp_duty
+        object.__setattr__(self, "total", total)
+
+    def __add__(self, other: ChargeBreakdown) -> ChargeBreakdown:
+        return ChargeBreakdown(
+            brokerage=self.brokerage + other.brokerage,
+            stt=self.stt + other.stt,
+            exchange_txn=self.exchange_txn + other.exchange_txn,
+            sebi=self.sebi + other.sebi,
+            gst=self.gst + other.gst,
+            stamp_duty=self.stamp_duty + other.stamp_duty,
+        )
+
+    @classmethod
+    def zero(cls) -> ChargeBreakdown:
+        """Return a breakdown of nothing, the start of a sum."""
+        return cls(_ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO)
+
+    @classmethod
+    def sum(cls, breakdowns: Iterable[ChargeBreakdown]) -> ChargeBreakdown:
+        """Return the component-wise sum of `breakdowns`."""
+        total = cls.zero()
+        for breakdown in breakdowns:
+            total = total + breakdown
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the components and total keyed by name, for events and logs."""
+        return {
+            "brokerage": self.brokerage,
+            "stt": self.stt,
+            "exchange_txn": self.exchange_txn,
+            "sebi": self.sebi,
+            "gst": self.gst,
+            "stamp_duty": self.stamp_duty,
+            "total": self.total,
+        }
+
+
+def charges_for(fill: ChargeableFill, rates: ChargeRates) -> ChargeBreakdown:
+    """Compute brokerage, STT, exchange charge, SEBI fee, GST and stamp duty on one executed order."""
+    side = Side(fill.side)
+    if not isinstance(fill.price, Decimal):
+        raise TypeError(f"price must be a Decimal, not {type(fill.price).__name__}: money is never a float")
+    if fill.quantity <= 0:
+        raise ValueError(f"quantity must be positive, got {fill.quantity}")
+    if fill.price < 0:
+        raise ValueError(f"price must not be negative, got {fill.price}")
+
+    with localcontext(_EXACT):
+        turnover = fill.price * fill.quantity
+        brokerage = _brokerage(rates.brokerage, turnover)
+        stt = _sided(rates.stt, turnover, side)
+        exchange_txn = rates.exchange_txn.rounding.apply(turnover * rates.exchange_txn.rate_pct / _HUNDRED)
+        sebi = rates.sebi.rounding.apply(turnover * rates.sebi.per_crore / _CRORE)
+        gst = rates.gst.rounding.apply((brokerage + exchange_txn + sebi) * rates.gst.rate_pct / _HUNDRED)
+        stamp_duty = _sided(rates.stamp_duty, turnover, side)
+    return ChargeBreakdown(
+        brokerage=brokerage, stt=stt, exchange_txn=exchange_txn, sebi=sebi, gst=gst, stamp_duty=stamp_duty
+    )
+
+
+def _brokerage(rule: FlatBrokerage | PercentageBrokerage, turnover: Decimal) -> Decimal:
+    if isinstance(rule, FlatBrokerage):
+        return rule.rounding.apply(rule.amount)
+    amount = turnover * rule.rate_pct / _HUNDRED
+    if rule.cap is not None:
+        amount = min(amount, rule.cap)
+    return rule.rounding.apply(amount)
+
+
+def _sided(rule: SidedRate, turnover: Decimal, side: Side) -> Decimal:
+    if not rule.side.applies_to(side):
+        return rule.rounding.apply(_ZERO)
+    return rule.rounding.apply(turnover * rule.rate_pct / _HUNDRED)
+
+
+def _trade_date(value: date) -> date:
+    # A datetime is also a date; read it as an instant rather than trusting its wall-clock date.
+    return to_ist(value).date() if isinstance(value, datetime) else value

@@ -1,0 +1,104 @@
+"""Strategies: pure functions from (indicator state, tick) to (new state, order intents).
+
+A strategy keeps nothing between ticks itself: its state is a small JSON-able dict the caller
+stores (Redis in the pipeline, a dict in a backtest), so any instance can process the next tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from alphapanda.events import Side
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    side: Side
+    quantity: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TickView:
+    """The part of a tick a strategy may look at."""
+
+    instrument_token: int
+    mid: Decimal
+    last_price: Decimal
+
+
+StrategyState = dict[str, Any]
+
+
+class Strategy(Protocol):
+    def on_tick(
+        self, state: StrategyState | None, tick: TickView
+    ) -> tuple[StrategyState, list[OrderIntent]]: ...
+
+
+class StrategyConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EmaCrossover:
+    """Hold +quantity while EMA(fast) > EMA(slow), -quantity while below; trade the difference.
+
+    EMAs are seeded with the first price (alpha = 2/(n+1)) and the strategy is warm after `slow`
+    ticks, as in the reference benchmark workload. The EMAs are floats on purpose: they are
+    indicators compared with each other, never money, and float keeps the hot path fast.
+    """
+
+    fast: int
+    slow: int
+    quantity: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fast < self.slow:
+            raise StrategyConfigError(
+                f"ema_crossover needs 1 <= fast < slow (got fast={self.fast}, slow={self.slow})"
+            )
+        if self.quantity <= 0:
+            raise StrategyConfigError(f"ema_crossover needs quantity > 0 (got {self.quantity})")
+
+    def on_tick(
+        self, state: StrategyState | None, tick: TickView
+    ) -> tuple[StrategyState, list[OrderIntent]]:
+        price = float(tick.mid)
+        if state is None:
+            return {"fast": price, "slow": price, "n": 1, "target": 0}, []
+        a_fast = 2.0 / (self.fast + 1)
+        a_slow = 2.0 / (self.slow + 1)
+        fast = state["fast"] + a_fast * (price - state["fast"])
+        slow = state["slow"] + a_slow * (price - state["slow"])
+        n = state["n"] + 1
+        target = state["target"]
+        intents: list[OrderIntent] = []
+        if n >= self.slow and fast != slow:
+            new_target = self.quantity if fast > slow else -self.quantity
+            if new_target != target:
+                delta = new_target - target
+                side = Side.BUY if delta > 0 else Side.SELL
+                cross = "above" if fast > slow else "below"
+                intents.append(
+                    OrderIntent(side, abs(delta), f"EMA({self.fast}) crossed {cross} EMA({self.slow})")
+                )
+                target = new_target
+        return {"fast": fast, "slow": slow, "n": n, "target": target}, intents
+
+
+STRATEGY_KINDS: Mapping[str, type[EmaCrossover]] = {"ema_crossover": EmaCrossover}
+
+
+def build_strategy(kind: str, params: Mapping[str, Any]) -> Strategy:
+    """Build a strategy of `kind` from its params; raise `StrategyConfigError` naming what is wrong."""
+    cls = STRATEGY_KINDS.get(kind)
+    if cls is None:
+        raise StrategyConfigError(f"unknown strategy kind {kind!r}; known: {', '.join(STRATEGY_KINDS)}")
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise StrategyConfigError(f"{kind} params are wrong: {exc}") from None

@@ -1,0 +1,1 @@
+"""Runtimes: embedded servers, the local runner, and the functions-framework adapter."""

@@ -1,0 +1,77 @@
+"""Build the pipeline's parts from settings: one place, nothing built at import time."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from alphapanda.brokers.factory import TraderFactory
+from alphapanda.bus.kafka import EventPublisher, ensure_topics
+from alphapanda.config import Settings
+from alphapanda.domain.instruments import Instrument, load_instruments
+from alphapanda.stages import Stage
+from alphapanda.stages.portfolio_manager import PortfolioManager
+from alphapanda.stages.risk_manager import RiskManager
+from alphapanda.stages.strategy_runner import StrategyRunner
+from alphapanda.stages.trading_engine import TradingEngine
+from alphapanda.state.store import RedisStateStore
+from alphapanda.strategies import StrategySpec, load_strategies
+from alphapanda.topics import Function, all_topics
+
+
+@dataclass(frozen=True)
+class Core:
+    """The pure part of the pipeline: instruments, strategies and the stage handlers."""
+
+    settings: Settings
+    instruments: list[Instrument]
+    strategies: list[StrategySpec]
+    stages: dict[Function, Stage] = field(repr=False)
+
+    @property
+    def brokers(self) -> tuple[str, ...]:
+        return self.settings.brokers
+
+
+def build_core(settings: Settings) -> Core:
+    instruments = load_instruments(settings.instruments_file)
+    strategies = load_strategies(settings.strategies_file, instruments)
+    brokers = frozenset(settings.brokers)
+    by_token = {i.instrument_token: i for i in instruments}
+    stages: dict[Function, Stage] = {
+        Function.STRATEGY_RUNNER: StrategyRunner(strategies, brokers),
+        Function.RISK_MANAGER: RiskManager(brokers, limits_for=lambda b: settings.for_broker(b).risk),
+        Function.TRADING_ENGINE: TradingEngine(brokers, traders=TraderFactory(settings, by_token)),
+        Function.PORTFOLIO_MANAGER: PortfolioManager(brokers),
+    }
+    return Core(settings, instruments, strategies, stages)
+
+
+@contextlib.contextmanager
+def infrastructure(settings: Settings) -> Iterator[Settings]:
+    """Yield `settings` with real Kafka and Redis endpoints: the configured ones, or embedded
+    servers started here (and stopped when the block exits, however it exits)."""
+    from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
+
+    with contextlib.ExitStack() as stack:
+        kafka, redis_settings = settings.kafka, settings.redis
+        if not kafka.bootstrap_servers:
+            broker = stack.enter_context(EmbeddedKafka())
+            kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+        if not redis_settings.url:
+            server = stack.enter_context(EmbeddedRedis())
+            redis_settings = redis_settings.model_copy(update={"url": server.url})
+        yield settings.model_copy(update={"kafka": kafka, "redis": redis_settings})
+
+
+def connect(settings: Settings) -> tuple[RedisStateStore, EventPublisher]:
+    """Connect to Redis and Kafka and create the deployment's topics if missing."""
+    client = redis.Redis.from_url(settings.redis.url)
+    client.ping()
+    bootstrap = settings.kafka.bootstrap_servers
+    ensure_topics(bootstrap, all_topics(list(settings.brokers)), settings.kafka.partitions)
+    store = RedisStateStore(client, settings.redis.claim_ttl_s)
+    return store, EventPublisher(bootstrap, settings.kafka.ack_timeout_s)

@@ -1,0 +1,78 @@
+"""Strategy runner: ticks in, signals out, fanned out to every broker a strategy trades on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from alphapanda.brokers.base import Quote
+from alphapanda.domain.strategy import TickView
+from alphapanda.events import Event, EventType, MarketTick, Signal, derive_id, source_of
+from alphapanda.state import keys
+from alphapanda.state.store import Decision
+from alphapanda.strategies import StrategySpec
+from alphapanda.topics import Function
+
+
+@dataclass(frozen=True)
+class StrategyRunner:
+    strategies: Sequence[StrategySpec]
+    brokers: frozenset[str]
+    function: Function = Function.STRATEGY_RUNNER
+    accepts: EventType = EventType.MARKET_TICK
+
+    def owner(self, event: Event) -> str:
+        return "shared"
+
+    def _specs_for(self, token: int) -> list[StrategySpec]:
+        return [s for s in self.strategies if token in s.tokens]
+
+    def reads(self, event: Event) -> list[str]:
+        token = _tick(event).instrument_token
+        return [keys.indicator(s.name, token) for s in self._specs_for(token)]
+
+    def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
+        tick = _tick(event)
+        token = tick.instrument_token
+        view = TickView(token, (tick.bid + tick.ask) / 2, tick.last_price)
+        quote = Quote(tick.bid, tick.ask, tick.last_price)
+        writes = {keys.quote(token): json.dumps(quote.to_json())}
+        outputs: list[Event] = []
+        source = source_of(self.function.value)
+        for spec in self._specs_for(token):
+            key = keys.indicator(spec.name, token)
+            raw = values.get(key)
+            state, intents = spec.strategy.on_tick(json.loads(raw) if raw else None, view)
+            writes[key] = json.dumps(state)
+            for n, intent in enumerate(intents):
+                # One trading idea, one correlation id, shared by the copy sent to every broker.
+                correlationid = derive_id(event.id, spec.name, str(n), "idea")
+                signal = Signal(
+                    instrument_token=token,
+                    tradingsymbol=tick.tradingsymbol,
+                    exchange=tick.exchange,
+                    strategy=spec.name,
+                    side=intent.side,
+                    quantity=intent.quantity,
+                    reference_price=view.mid,
+                    reason=intent.reason,
+                    tick_time=tick.exchange_timestamp,
+                )
+                for broker in spec.brokers:
+                    if broker in self.brokers:
+                        outputs.append(
+                            event.child(
+                                f"{spec.name}/{n}/{broker}/signal",
+                                signal,
+                                source=source,
+                                broker=broker,
+                                correlationid=correlationid,
+                            )
+                        )
+        return Decision(outputs=outputs, writes=writes)
+
+
+def _tick(event: Event) -> MarketTick:
+    assert isinstance(event.data, MarketTick)
+    return event.data

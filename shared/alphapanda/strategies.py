@@ -1,0 +1,84 @@
+"""The strategies file: which strategies run, on which instruments, for which brokers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alphapanda.config import describe_validation_error
+from alphapanda.domain.instruments import Instrument
+from alphapanda.domain.strategy import Strategy, StrategyConfigError, build_strategy
+from alphapanda.topics import validate_broker_name
+
+
+class StrategyEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$", description="Lowercase letters, digits, underscores.")
+    kind: str
+    instruments: list[str] | Literal["all"]
+    brokers: list[str] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategiesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategies: list[StrategyEntry] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    strategy: Strategy
+    tokens: frozenset[int]
+    brokers: tuple[str, ...]
+
+
+def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) -> list[StrategySpec]:
+    """Validate a strategies YAML document against the instrument list; errors name the entry."""
+    try:
+        doc = StrategiesFile.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        raise StrategyConfigError(f"{origin}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        raise StrategyConfigError(
+            f"{origin}: {describe_validation_error(exc).removeprefix('setting ALPHAPANDA_').lower()}"
+        ) from None
+    by_symbol = {i.tradingsymbol: i.instrument_token for i in instruments}
+    specs: list[StrategySpec] = []
+    seen: set[str] = set()
+    for entry in doc.strategies:
+        where = f"{origin}: strategy {entry.name!r}"
+        if entry.name in seen:
+            raise StrategyConfigError(f"{where} is defined twice")
+        seen.add(entry.name)
+        if entry.instruments == "all":
+            tokens = frozenset(by_symbol.values())
+        else:
+            unknown = [s for s in entry.instruments if s not in by_symbol]
+            if unknown:
+                raise StrategyConfigError(f"{where}: unknown instruments {', '.join(unknown)}")
+            tokens = frozenset(by_symbol[s] for s in entry.instruments)
+        try:
+            for b in entry.brokers:
+                validate_broker_name(b)
+            strategy = build_strategy(entry.kind, entry.params)
+        except (StrategyConfigError, ValueError) as exc:
+            raise StrategyConfigError(f"{where}: {exc}") from None
+        specs.append(StrategySpec(entry.name, strategy, tokens, tuple(entry.brokers)))
+    return specs
+
+
+def load_strategies(path: Path | None, instruments: Sequence[Instrument]) -> list[StrategySpec]:
+    """Load the given strategies YAML, or the shipped example."""
+    if path is None:
+        text = resources.files("alphapanda.data").joinpath("strategies.yaml").read_text()
+        return parse_strategies(text, instruments, "shipped strategies.yaml")
+    return parse_strategies(path.read_text(), instruments, str(path))
