@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alphapanda.brokers.factory import TraderUnavailable
 from alphapanda.config import ConfigError, load_settings
 from alphapanda.domain.instruments import InstrumentFileError
 from alphapanda.domain.strategy import StrategyConfigError
@@ -60,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replay", type=_existing_file, help="replay this CSV tick file instead of simulating")
     run.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
 
+    feed = sub.add_parser(
+        "feed",
+        help="publish simulated (or replayed) ticks to the configured Kafka until stopped",
+        description="The market feed as a long-running process (a Kubernetes Deployment). Needs "
+        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS.",
+    )
+    feed.add_argument("--rate", type=_positive_float, default=200.0, help="ticks per second")
+    feed.add_argument("--seed", type=int, default=7)
+    feed.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
+    feed.add_argument("--replay", type=_existing_file, help="replay this CSV tick file, then stop")
+
     sim = sub.add_parser("simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)")
     sim.add_argument("--ticks", type=_positive_int, required=True, help="how many ticks")
     sim.add_argument("--out", type=Path, required=True, help="CSV file to write")
@@ -76,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "simulate":
             return _simulate(args)
-    except (ConfigError, StrategyConfigError, InstrumentFileError, TickFileError) as exc:
+        if args.command == "feed":
+            return _feed(args)
+    except (ConfigError, StrategyConfigError, InstrumentFileError, TickFileError, TraderUnavailable) as exc:
         print(f"alphapanda: {exc}", file=sys.stderr)
         return 2
     return 2
@@ -96,6 +110,38 @@ def _run(args: argparse.Namespace) -> int:
         replay=args.replay, live_view=not args.no_live,
     )
     run_local(settings, options)
+    return 0
+
+
+def _feed(args: argparse.Namespace) -> int:
+    from alphapanda.bus.kafka import EventPublisher, ensure_topics
+    from alphapanda.domain.instruments import load_instruments
+    from alphapanda.feed import read_ticks_csv
+    from alphapanda.runtime.feed import FeedPublisher, live_simulation
+    from alphapanda.topics import ASSET_CLASSES, dlq, market_ticks
+
+    settings = load_settings()
+    bootstrap = settings.kafka.bootstrap_servers
+    if not bootstrap:
+        raise ConfigError("alphapanda feed needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS (e.g. kafka:9092)")
+    market = [market_ticks(a) for a in ASSET_CLASSES]
+    ensure_topics(bootstrap, market + [dlq(t) for t in market], settings.kafka.partitions)
+    instruments = load_instruments(settings.instruments_file)[: args.instruments]
+    ticks = read_ticks_csv(args.replay) if args.replay else live_simulation(instruments, args.seed)
+    publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
+    feeder = FeedPublisher(ticks, publisher, args.rate)
+    feeder.start()
+    try:
+        while not feeder.finished.wait(10):
+            print(f"published {feeder.published:,} ticks", flush=True)
+    except KeyboardInterrupt:
+        feeder.stop()
+        feeder.join(10)
+    publisher.close()
+    print(f"published {feeder.published:,} ticks")
+    if feeder.failed is not None:
+        print(f"alphapanda: the feed failed: {feeder.failed}", file=sys.stderr)
+        return 1
     return 0
 
 

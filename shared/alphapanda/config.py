@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alphapanda import topics
@@ -73,6 +73,11 @@ class RiskLimits(_Section):
 class BrokerSettings(_Section):
     starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
     slippage_bps: Decimal = Field(default=Decimal("2"), ge=0, le=1000)
+    fill_quote: Literal["latest", "signal"] = Field(
+        default="latest",
+        description="Paper fills against the latest quote in Redis (as live would), or against the "
+        "touch of the tick that caused the signal (deterministic: replays and tests).",
+    )
     risk: RiskLimits = Field(default_factory=RiskLimits)
 
 
@@ -117,12 +122,13 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @model_validator(mode="after")
-    def _known_broker_sections(self) -> Settings:
-        unknown = set(self.broker) - set(self.brokers)
-        for name in unknown:
+    @field_validator("broker")
+    @classmethod
+    def _check_broker_sections(cls, value: dict[str, BrokerSettings]) -> dict[str, BrokerSettings]:
+        # A field validator, not a model one, so the error is located at (and names) ALPHAPANDA_BROKER.
+        for name in value:
             topics.validate_broker_name(name)
-        return self
+        return value
 
     def for_broker(self, name: str) -> BrokerSettings:
         return self.broker.get(name) or BrokerSettings()

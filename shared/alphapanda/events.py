@@ -98,6 +98,8 @@ class Signal(InstrumentRef):
     product: Product = Product.MIS
     validity: Validity = Validity.DAY
     reference_price: Decimal = Field(gt=0, description="The price the strategy saw (last tick mid).")
+    bid: Decimal | None = Field(default=None, gt=0, description="The touch when the idea was formed.")
+    ask: Decimal | None = Field(default=None, gt=0)
     limit_price: Decimal | None = None
     trigger_price: Decimal | None = None
     reason: str = ""

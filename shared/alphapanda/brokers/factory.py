@@ -30,5 +30,8 @@ class TraderFactory:
     def _build(self, broker: str) -> Trader:
         kind = broker_kind(broker)
         if kind == "paper":
-            return PaperTrader(self._settings.for_broker(broker).slippage_bps, self._instruments)
-        raise TraderUnavailable(f"no trader for broker kind {kind!r} yet (live Zerodha trading comes later)")
+            config = self._settings.for_broker(broker)
+            return PaperTrader(config.slippage_bps, self._instruments, fill_quote=config.fill_quote)
+        raise TraderUnavailable(
+            f"broker {broker!r}: live {kind} trading is not available yet; run with --brokers paper"
+        )

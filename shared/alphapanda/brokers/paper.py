@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from alphapanda.brokers.base import OrderEvent, OrderIds, Quote
 from alphapanda.domain.fills import paper_fill_price
@@ -17,6 +18,7 @@ from alphapanda.events import OrderFailed, OrderFilled, OrderSubmitted, OrderTyp
 class PaperTrader:
     slippage_bps: Decimal
     instruments: Mapping[int, Instrument]
+    fill_quote: Literal["latest", "signal"] = "latest"
     clock: Callable[[], datetime] = field(default=now)
 
     def execute(self, signal: Signal, ids: OrderIds, quote: Quote | None) -> list[OrderEvent]:
@@ -38,6 +40,8 @@ class PaperTrader:
             validity=signal.validity,
             submitted_at=at,
         )
+        if self.fill_quote == "signal" and signal.bid is not None and signal.ask is not None:
+            quote = Quote(signal.bid, signal.ask, signal.reference_price)
         failure = self._why_not(signal, quote)
         if failure is not None:
             return [submitted, OrderFailed(**common, signal_id=ids.signal_id, reason=failure)]

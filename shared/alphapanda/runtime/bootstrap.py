@@ -41,10 +41,13 @@ def build_core(settings: Settings) -> Core:
     strategies = load_strategies(settings.strategies_file, instruments)
     brokers = frozenset(settings.brokers)
     by_token = {i.instrument_token: i for i in instruments}
+    traders = TraderFactory(settings, by_token)
+    for broker in settings.brokers:
+        traders.for_broker(broker)  # fail at start, not on the first signal
     stages: dict[Function, Stage] = {
         Function.STRATEGY_RUNNER: StrategyRunner(strategies, brokers),
         Function.RISK_MANAGER: RiskManager(brokers, limits_for=lambda b: settings.for_broker(b).risk),
-        Function.TRADING_ENGINE: TradingEngine(brokers, traders=TraderFactory(settings, by_token)),
+        Function.TRADING_ENGINE: TradingEngine(brokers, traders=traders),
         Function.PORTFOLIO_MANAGER: PortfolioManager(brokers),
     }
     return Core(settings, instruments, strategies, stages)

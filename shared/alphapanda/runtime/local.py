@@ -121,7 +121,7 @@ def _watch(
                 live.update(_view(core, dispatcher, feed, store, rate, now - started), refresh=True)
             if options.duration is not None and now - started >= options.duration:
                 return
-            if feed.finished.is_set() and dispatcher.wait_idle(timeout_s=0.3):
+            if feed.finished.is_set() and dispatcher.wait_idle(timeout_s=1.0, quiet_s=0.5):
                 return
             time.sleep(0.25)
 

@@ -56,6 +56,8 @@ class StrategyRunner:
                     side=intent.side,
                     quantity=intent.quantity,
                     reference_price=view.mid,
+                    bid=tick.bid,
+                    ask=tick.ask,
                     reason=intent.reason,
                     tick_time=tick.exchange_timestamp,
                 )

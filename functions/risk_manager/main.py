@@ -1,0 +1,14 @@
+"""Risk manager: {broker}.signals.raw -> {broker}.signals.validated | {broker}.signals.rejected."""
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from alphapanda.runtime.function import stage_handler
+from alphapanda.topics import Function
+
+_handle = stage_handler(Function.RISK_MANAGER)
+
+
+@functions_framework.cloud_event
+def handle(cloud_event: CloudEvent) -> None:
+    _handle(cloud_event)

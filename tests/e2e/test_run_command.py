@@ -1,0 +1,76 @@
+"""`alphapanda run` as a user runs it: a subprocess, embedded servers, a clean exit."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _server_pids(ports: set[str]) -> list[int]:
+    """PIDs of any process whose command line names one of `ports` (the servers the run started)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ("tansu" in cmdline or "redis-server" in cmdline) and any(p in cmdline for p in ports):
+            found.append(int(proc.name))
+    return found
+
+
+def _ports(output: str) -> set[str]:
+    match = re.search(r"kafka 127\.0\.0\.1:(\d+)\s+redis redis://127\.0\.0\.1:(\d+)/0", output)
+    assert match, f"the run did not say which servers it started:\n{output}"
+    return {match.group(1), match.group(2)}
+
+
+def _summary(output: str) -> dict[str, int]:
+    line = next(line for line in output.splitlines() if line.startswith("summary: "))
+    return {k: int(v) for k, v in (item.split("=") for item in line.removeprefix("summary: ").split())}
+
+
+def test_run_when_duration_elapses_then_exits_0_with_fills_and_no_servers_left() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alphapanda.cli", "run", "--duration", "15", "--no-live"],
+        capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    totals = _summary(output)
+    assert totals["fills"] > 0, output
+    assert totals["signals"] == totals["validated"] + totals["rejected"]
+    assert totals["dead_lettered"] == 0
+    assert _server_pids(_ports(output)) == []
+
+
+def test_run_when_interrupted_then_stops_cleanly_and_stops_its_servers() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alphapanda.cli", "run", "--no-live", "--rate", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
+    )
+    time.sleep(10)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert _summary(output)["ticks"] > 0
+    assert _server_pids(_ports(output)) == []
+
+
+def test_run_when_an_argument_is_bad_then_one_clear_line_and_exit_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alphapanda.cli", "run", "--brokers", "Paper"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "ALPHAPANDA_BROKERS" in result.stderr and "lowercase" in result.stderr

@@ -1,0 +1,175 @@
+"""Each stage behind a real functions-framework server: binary-mode CloudEvents over HTTP in, Kafka out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from alphapanda import topics
+from alphapanda.bus.kafka import ensure_topics, from_kafka
+from alphapanda.events import IST, Event, EventType, MarketTick, Side, Signal, derive_id, to_attributes
+from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FunctionServer:
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self._proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "functions_framework",
+                "--source", str(ROOT / "functions" / name / "main.py"),
+                "--target", "handle", "--signature-type", "cloudevent",
+                "--host", "127.0.0.1", "--port", str(self.port),
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"functions-framework exited: {self._proc.stdout.read().decode()}")  # type: ignore[union-attr]
+            try:
+                requests.get(self.url, timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("functions-framework did not start")
+
+    def post(self, event_attrs: dict[str, str], body: bytes) -> requests.Response:
+        headers = {f"ce-{k}": v for k, v in event_attrs.items() if k != "datacontenttype"}
+        headers["content-type"] = event_attrs.get("datacontenttype", "application/json")
+        return requests.post(self.url, headers=headers, data=body, timeout=30)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+
+
+@pytest.fixture
+def env(kafka: EmbeddedKafka, redis_server: EmbeddedRedis) -> dict[str, str]:
+    ensure_topics(kafka.bootstrap_servers, topics.all_topics(["paper"]), 1)
+    return {
+        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "ALPHAPANDA_REDIS__URL": redis_server.url,
+        "ALPHAPANDA_BROKERS": "paper",
+    }
+
+
+@pytest.fixture
+def risk_manager(env: dict[str, str]) -> Iterator[FunctionServer]:
+    server = FunctionServer("risk_manager", env)
+    yield server
+    server.stop()
+
+
+def _read(bootstrap: str, topic: str, expect: int, timeout_s: float = 15) -> list[tuple[dict[str, bytes], bytes]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    out: list[tuple[dict[str, bytes], bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expect and time.monotonic() < deadline:
+        for m in consumer.consume(100, timeout=0.5):
+            if not m.error():
+                out.append((dict(m.headers() or []), m.value()))
+    consumer.close()
+    return out
+
+
+def _signal_event() -> Event:
+    signal = Signal(
+        instrument_token=738561, tradingsymbol="RELIANCE", exchange="NSE", strategy="ema_fast",
+        side=Side.BUY, quantity=10, reference_price=Decimal("1480.00"),
+        tick_time=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
+    )
+    return Event(
+        id="sig-1", type=EventType.SIGNAL_RAW, source="/test", data=signal, partitionkey="738561",
+        correlationid="idea-1", causationid="tick-1", broker="paper",
+    )
+
+
+def test_post_when_signal_is_valid_then_validated_event_is_on_kafka_before_the_2xx(
+    risk_manager: FunctionServer, kafka: EmbeddedKafka
+) -> None:
+    event = _signal_event()
+    response = risk_manager.post(to_attributes(event), event.data.model_dump_json().encode())
+    assert response.status_code == 200
+    # The reply was sent only after the broker acknowledged the output, so it is there now.
+    records = _read(kafka.bootstrap_servers, topics.signals_validated("paper"), expect=1, timeout_s=5)
+    assert len(records) == 1
+    headers, value = records[0]
+    out = from_kafka(b"738561", value, list(headers.items()))
+    assert out.id == derive_id("sig-1", "validated")
+    assert out.correlationid == "idea-1" and out.causationid == "sig-1"
+
+    # A redelivery (same id) answers 2xx again and republishes the same event id, nothing new.
+    again = risk_manager.post(to_attributes(event), event.data.model_dump_json().encode())
+    assert again.status_code == 200
+    records = _read(kafka.bootstrap_servers, topics.signals_validated("paper"), expect=2)
+    assert {h["ce_id"] for h, _ in records} == {out.id.encode()}
+
+
+def test_post_when_data_breaks_the_schema_then_2xx_and_the_event_is_dead_lettered(
+    risk_manager: FunctionServer, kafka: EmbeddedKafka
+) -> None:
+    attrs = to_attributes(_signal_event())
+    response = risk_manager.post(attrs, b'{"strategy": "ema_fast", "surprise": 1}')
+    # Retrying bad input can never succeed: 2xx so Knative does not retry, and the event is kept.
+    assert response.status_code == 200
+    records = _read(kafka.bootstrap_servers, topics.dlq(topics.signals_raw("paper")), expect=1)
+    assert len(records) == 1
+    headers, value = records[0]
+    assert b"invalid data" in headers["ce_deadletterreason"]
+    assert headers["ce_deadlettertopic"] == b"paper.signals.raw"
+    assert b"surprise" in value
+    assert _read(kafka.bootstrap_servers, topics.signals_validated("paper"), expect=1, timeout_s=1) == []
+
+
+def test_post_when_request_is_not_a_cloudevent_then_400_which_knative_does_not_retry(
+    risk_manager: FunctionServer,
+) -> None:
+    response = requests.post(risk_manager.url, json={"hello": "world"}, timeout=10)
+    assert response.status_code == 400
+
+
+def test_post_when_event_is_for_another_broker_then_dead_lettered_not_processed(
+    risk_manager: FunctionServer, kafka: EmbeddedKafka
+) -> None:
+    event = _signal_event()
+    attrs = {**to_attributes(event), "broker": "zerodha"}
+    assert risk_manager.post(attrs, event.data.model_dump_json().encode()).status_code == 200
+    records = _read(kafka.bootstrap_servers, topics.dlq(topics.signals_raw("paper")), expect=1)
+    assert b"zerodha" in records[0][0]["ce_deadletterreason"]
+
+
+def test_post_when_a_tick_reaches_the_market_feed_then_it_is_on_the_market_topic(
+    env: dict[str, str], kafka: EmbeddedKafka
+) -> None:
+    server = FunctionServer("market_feed", env)
+    try:
+        tick = MarketTick(
+            instrument_token=408065, tradingsymbol="INFY", exchange="NSE", last_price=Decimal("1520.05"),
+            bid=Decimal("1520.00"), ask=Decimal("1520.10"), exchange_timestamp=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
+        )
+        event = Event(
+            id="tick-9", type=EventType.MARKET_TICK, source="/test", data=tick, partitionkey="408065",
+            correlationid="tick-9", causationid="tick-9",
+        )
+        assert server.post(to_attributes(event), tick.model_dump_json().encode()).status_code == 200
+        records = _read(kafka.bootstrap_servers, topics.market_ticks("equity"), expect=1)
+        assert records[0][0]["ce_id"] == b"tick-9"
+    finally:
+        server.stop()
