@@ -1,4 +1,4 @@
-"""Strategy runner: market.{asset_class}.ticks -> {broker}.signals.raw for every broker a strategy trades on."""
+"""Strategy runner: market ticks -> {broker}.signals.raw, for each broker a strategy trades on."""
 
 import functions_framework
 from cloudevents.http import CloudEvent

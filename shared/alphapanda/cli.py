@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--brokers", help="comma list of brokers (default: paper, or ALPHAPANDA_BROKERS)")
     run.add_argument("--instruments", type=_positive_int, help="simulate only the first N instruments")
-    run.add_argument("--rate", type=_positive_float, default=200.0, help="ticks per second (0: as fast as possible)")
+    run.add_argument(
+        "--rate", type=_positive_float, default=200.0, help="ticks per second (0: as fast as possible)"
+    )
     run.add_argument("--seed", type=int, default=7, help="simulator seed")
     run.add_argument("--strategies", type=_existing_file, help="strategies YAML file")
     run.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
@@ -72,12 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
     feed.add_argument("--replay", type=_existing_file, help="replay this CSV tick file, then stop")
 
-    sim = sub.add_parser("simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)")
+    sim = sub.add_parser(
+        "simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)"
+    )
     sim.add_argument("--ticks", type=_positive_int, required=True, help="how many ticks")
     sim.add_argument("--out", type=Path, required=True, help="CSV file to write")
     sim.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
     sim.add_argument("--seed", type=int, default=7)
-    sim.add_argument("--start", default="2026-01-05T09:15:00+05:30", help="market time of the first tick (ISO 8601)")
+    sim.add_argument(
+        "--start", default="2026-01-05T09:15:00+05:30", help="market time of the first tick (ISO 8601)"
+    )
     return parser
 
 
@@ -106,8 +112,12 @@ def _run(args: argparse.Namespace) -> int:
         overrides["strategies_file"] = args.strategies
     settings = load_settings(**overrides)
     options = RunOptions(
-        rate=args.rate, seed=args.seed, instruments=args.instruments, duration=args.duration,
-        replay=args.replay, live_view=not args.no_live,
+        rate=args.rate,
+        seed=args.seed,
+        instruments=args.instruments,
+        duration=args.duration,
+        replay=args.replay,
+        live_view=not args.no_live,
     )
     run_local(settings, options)
     return 0

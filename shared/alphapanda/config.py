@@ -64,7 +64,9 @@ class DeliverySettings(_Section):
 
 class RiskLimits(_Section):
     max_order_value: Decimal = Field(default=Decimal("500000"), gt=0, description="Rupees per order.")
-    max_position_quantity: int = Field(default=2000, gt=0, description="Absolute net quantity per instrument.")
+    max_position_quantity: int = Field(
+        default=2000, gt=0, description="Absolute net quantity per instrument."
+    )
     allowed_instruments: tuple[int, ...] | None = Field(
         default=None, description="Instrument tokens that may trade; unset allows every instrument."
     )
@@ -93,8 +95,12 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
-    strategies_file: Path | None = Field(default=None, description="Strategies YAML; unset uses the shipped one.")
-    instruments_file: Path | None = Field(default=None, description="Instrument CSV; unset uses the shipped NSE list.")
+    strategies_file: Path | None = Field(
+        default=None, description="Strategies YAML; unset uses the shipped one."
+    )
+    instruments_file: Path | None = Field(
+        default=None, description="Instrument CSV; unset uses the shipped NSE list."
+    )
 
     @field_validator("brokers", mode="before")
     @classmethod

@@ -337,7 +337,9 @@ def from_attributes(attrs: dict[str, Any], body: bytes | str | dict[str, Any] | 
         time = (
             time_attr
             if isinstance(time_attr, datetime)
-            else datetime.fromisoformat(time_attr) if time_attr else now()
+            else datetime.fromisoformat(time_attr)
+            if time_attr
+            else now()
         )
     except ValueError:
         raise InvalidEvent(f"event {attrs['id']} has an invalid time {time_attr!r}") from None

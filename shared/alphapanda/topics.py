@@ -176,3 +176,18 @@ def broker_kind(name: str) -> str:
             f"{', '.join(KNOWN_BROKER_KINDS)}"
         )
     return kind
+
+
+def pipeline_markdown() -> str:
+    """The pipeline table as Markdown: the README embeds this text, and a test keeps them equal."""
+    lines = [
+        "| function | scope | consumes | consumer group | dead letters to |",
+        "|---|---|---|---|---|",
+    ]
+    for sub in PIPELINE:
+        broker = None if sub.scope is Scope.SHARED else "{broker}"
+        consumed = ", ".join(f"`{t}`" for t in (sub.topics() if broker is None else [sub.source]))
+        dead = ", ".join(f"`{dlq(t)}`" for t in (sub.topics() if broker is None else [sub.source]))
+        group = f"`{sub.consumer_group(broker)}`"
+        lines.append(f"| {sub.function.value} | {sub.scope.value} | {consumed} | {group} | {dead} |")
+    return "\n".join(lines)

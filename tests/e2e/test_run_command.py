@@ -40,7 +40,9 @@ def _summary(output: str) -> dict[str, int]:
 def test_run_when_duration_elapses_then_exits_0_with_fills_and_no_servers_left() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "alphapanda.cli", "run", "--duration", "15", "--no-live"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
     )
     output = result.stdout + result.stderr
@@ -55,7 +57,9 @@ def test_run_when_duration_elapses_then_exits_0_with_fills_and_no_servers_left()
 def test_run_when_interrupted_then_stops_cleanly_and_stops_its_servers() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "alphapanda.cli", "run", "--no-live", "--rate", "500"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
     )
     time.sleep(10)
@@ -69,7 +73,9 @@ def test_run_when_interrupted_then_stops_cleanly_and_stops_its_servers() -> None
 def test_run_when_an_argument_is_bad_then_one_clear_line_and_exit_2() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "alphapanda.cli", "run", "--brokers", "Paper"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0

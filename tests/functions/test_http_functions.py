@@ -29,10 +29,19 @@ class FunctionServer:
         self.url = f"http://127.0.0.1:{self.port}/"
         self._proc = subprocess.Popen(
             [
-                sys.executable, "-m", "functions_framework",
-                "--source", str(ROOT / "functions" / name / "main.py"),
-                "--target", "handle", "--signature-type", "cloudevent",
-                "--host", "127.0.0.1", "--port", str(self.port),
+                sys.executable,
+                "-m",
+                "functions_framework",
+                "--source",
+                str(ROOT / "functions" / name / "main.py"),
+                "--target",
+                "handle",
+                "--signature-type",
+                "cloudevent",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
             ],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
@@ -76,7 +85,9 @@ def risk_manager(env: dict[str, str]) -> Iterator[FunctionServer]:
     server.stop()
 
 
-def _read(bootstrap: str, topic: str, expect: int, timeout_s: float = 15) -> list[tuple[dict[str, bytes], bytes]]:
+def _read(
+    bootstrap: str, topic: str, expect: int, timeout_s: float = 15
+) -> list[tuple[dict[str, bytes], bytes]]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "fetch.wait.max.ms": 10})
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     out: list[tuple[dict[str, bytes], bytes]] = []
@@ -91,13 +102,24 @@ def _read(bootstrap: str, topic: str, expect: int, timeout_s: float = 15) -> lis
 
 def _signal_event() -> Event:
     signal = Signal(
-        instrument_token=738561, tradingsymbol="RELIANCE", exchange="NSE", strategy="ema_fast",
-        side=Side.BUY, quantity=10, reference_price=Decimal("1480.00"),
+        instrument_token=738561,
+        tradingsymbol="RELIANCE",
+        exchange="NSE",
+        strategy="ema_fast",
+        side=Side.BUY,
+        quantity=10,
+        reference_price=Decimal("1480.00"),
         tick_time=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
     )
     return Event(
-        id="sig-1", type=EventType.SIGNAL_RAW, source="/test", data=signal, partitionkey="738561",
-        correlationid="idea-1", causationid="tick-1", broker="paper",
+        id="sig-1",
+        type=EventType.SIGNAL_RAW,
+        source="/test",
+        data=signal,
+        partitionkey="738561",
+        correlationid="idea-1",
+        causationid="tick-1",
+        broker="paper",
     )
 
 
@@ -161,12 +183,22 @@ def test_post_when_a_tick_reaches_the_market_feed_then_it_is_on_the_market_topic
     server = FunctionServer("market_feed", env)
     try:
         tick = MarketTick(
-            instrument_token=408065, tradingsymbol="INFY", exchange="NSE", last_price=Decimal("1520.05"),
-            bid=Decimal("1520.00"), ask=Decimal("1520.10"), exchange_timestamp=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
+            instrument_token=408065,
+            tradingsymbol="INFY",
+            exchange="NSE",
+            last_price=Decimal("1520.05"),
+            bid=Decimal("1520.00"),
+            ask=Decimal("1520.10"),
+            exchange_timestamp=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
         )
         event = Event(
-            id="tick-9", type=EventType.MARKET_TICK, source="/test", data=tick, partitionkey="408065",
-            correlationid="tick-9", causationid="tick-9",
+            id="tick-9",
+            type=EventType.MARKET_TICK,
+            source="/test",
+            data=tick,
+            partitionkey="408065",
+            correlationid="tick-9",
+            causationid="tick-9",
         )
         assert server.post(to_attributes(event), tick.model_dump_json().encode()).status_code == 200
         records = _read(kafka.bootstrap_servers, topics.market_ticks("equity"), expect=1)

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from alphapanda.bus.dispatcher import Dispatcher
-from alphapanda.bus.kafka import EventPublisher, from_kafka
+from alphapanda.bus.kafka import from_kafka
 from alphapanda.config import Settings, load_settings
 from alphapanda.events import IST, Event
 from alphapanda.feed import TickStamper
@@ -53,8 +53,12 @@ class Pipeline:
         self.core = build_core(settings)
         self.store, self.publisher = connect(settings)
         self.dispatcher = Dispatcher(
-            bindings(list(settings.brokers)), self.core.stages, self.store, self.publisher,
-            settings.kafka, settings.delivery,
+            bindings(list(settings.brokers)),
+            self.core.stages,
+            self.store,
+            self.publisher,
+            settings.kafka,
+            settings.delivery,
         )
 
     def __enter__(self) -> Pipeline:
@@ -68,7 +72,9 @@ class Pipeline:
     def publish(self, events: list[Event]) -> None:
         self.publisher.publish(events)
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    def publish_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         self.publisher.publish_records([(topic, key, value, headers)])
 
     def drain(self, timeout_s: float = 90) -> None:
@@ -81,7 +87,9 @@ class Pipeline:
 
 def read_all(bootstrap: str, brokers: list[str]) -> dict[str, list[Record]]:
     """Every record on every topic of the deployment, in partition order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
+    )
     try:
         meta = consumer.list_topics(timeout=10)
         parts = [

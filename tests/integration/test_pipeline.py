@@ -35,7 +35,9 @@ def strategies_file(tmp_path: Path) -> Path:
 
 def _settings(kafka: EmbeddedKafka, redis_server: EmbeddedRedis, strategies_file: Path):  # type: ignore[no-untyped-def]
     return settings_for(
-        kafka.bootstrap_servers, redis_server.url, strategies_file,
+        kafka.bootstrap_servers,
+        redis_server.url,
+        strategies_file,
         # Fills against the signal's own touch, so that two runs are comparable to the paisa.
         broker={"paper": {"fill_quote": "signal", "risk": {"allowed_instruments": ALLOWED}}},
     )
@@ -49,14 +51,25 @@ def test_run_when_seeded_ticks_flow_then_every_fill_is_accounted_and_correlated(
     with Pipeline(settings) as pipeline:
         pipeline.publish(ticks[: TICKS // 2])
         # A poison record in the middle of the stream: not a CloudEvent at all.
-        pipeline.publish_raw(topics.market_ticks("equity"), b"738561", b"{not json", [("content-type", b"text/plain")])
+        pipeline.publish_raw(
+            topics.market_ticks("equity"), b"738561", b"{not json", [("content-type", b"text/plain")]
+        )
         # And a CloudEvent whose data breaks the signal schema.
         bad = ticks[0]
         pipeline.publish_raw(
-            topics.signals_raw("paper"), b"738561", b'{"strategy": "x", "quantity": -5}',
-            [("ce_id", b"bad-1"), ("ce_type", b"com.alphapanda.signal.raw"), ("ce_source", b"/test"),
-             ("ce_specversion", b"1.0"), ("ce_correlationid", b"c1"), ("ce_causationid", bad.id.encode()),
-             ("ce_broker", b"paper"), ("content-type", b"application/json")],
+            topics.signals_raw("paper"),
+            b"738561",
+            b'{"strategy": "x", "quantity": -5}',
+            [
+                ("ce_id", b"bad-1"),
+                ("ce_type", b"com.alphapanda.signal.raw"),
+                ("ce_source", b"/test"),
+                ("ce_specversion", b"1.0"),
+                ("ce_correlationid", b"c1"),
+                ("ce_causationid", bad.id.encode()),
+                ("ce_broker", b"paper"),
+                ("content-type", b"application/json"),
+            ],
         )
         pipeline.publish(ticks[TICKS // 2 :])
         pipeline.drain()
@@ -78,7 +91,8 @@ def test_run_when_seeded_ticks_flow_then_every_fill_is_accounted_and_correlated(
     assert len(raw) > 20, "the strategy should cross often on 600 ticks"
     assert len(raw) == len(validated) + len(rejected)
     assert rejected and all(
-        isinstance(e.data, SignalRejected) and e.data.failures[0].rule == "instrument_allow_list" for e in rejected
+        isinstance(e.data, SignalRejected) and e.data.failures[0].rule == "instrument_allow_list"
+        for e in rejected
     )
     assert len(validated) == len(submitted) == len(filled) + len(failed)
     assert not failed

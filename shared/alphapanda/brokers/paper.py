@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from alphapanda.brokers.base import OrderEvent, OrderIds, Quote
 from alphapanda.domain.fills import paper_fill_price
@@ -22,18 +22,9 @@ class PaperTrader:
     clock: Callable[[], datetime] = field(default=now)
 
     def execute(self, signal: Signal, ids: OrderIds, quote: Quote | None) -> list[OrderEvent]:
-        common = {
-            "instrument_token": signal.instrument_token,
-            "tradingsymbol": signal.tradingsymbol,
-            "exchange": signal.exchange,
-            "order_id": ids.order_id,
-            "strategy": signal.strategy,
-            "side": signal.side,
-            "quantity": signal.quantity,
-        }
         at = self.clock()
         submitted = OrderSubmitted(
-            **common,
+            **_order_fields(signal, ids),
             signal_id=ids.signal_id,
             order_type=signal.order_type,
             product=signal.product,
@@ -44,11 +35,20 @@ class PaperTrader:
             quote = Quote(signal.bid, signal.ask, signal.reference_price)
         failure = self._why_not(signal, quote)
         if failure is not None:
-            return [submitted, OrderFailed(**common, signal_id=ids.signal_id, reason=failure)]
+            return [
+                submitted,
+                OrderFailed(**_order_fields(signal, ids), signal_id=ids.signal_id, reason=failure),
+            ]
         assert quote is not None
         inst = self.instruments[signal.instrument_token]
         price = paper_fill_price(signal.side, quote.bid, quote.ask, self.slippage_bps, inst.tick_size)
-        fill = OrderFilled(**common, fill_id=ids.fill_id, price=price, product=signal.product, filled_at=at)
+        fill = OrderFilled(
+            **_order_fields(signal, ids),
+            fill_id=ids.fill_id,
+            price=price,
+            product=signal.product,
+            filled_at=at,
+        )
         return [submitted, fill]
 
     def _why_not(self, signal: Signal, quote: Quote | None) -> str | None:
@@ -60,3 +60,15 @@ class PaperTrader:
             return f"no market data yet for {signal.tradingsymbol}"
         return None
 
+
+def _order_fields(signal: Signal, ids: OrderIds) -> dict[str, Any]:
+    """The fields every order event of one signal shares."""
+    return {
+        "instrument_token": signal.instrument_token,
+        "tradingsymbol": signal.tradingsymbol,
+        "exchange": signal.exchange,
+        "order_id": ids.order_id,
+        "strategy": signal.strategy,
+        "side": signal.side,
+        "quantity": signal.quantity,
+    }

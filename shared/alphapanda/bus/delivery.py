@@ -36,11 +36,18 @@ def deliver(stage: Stage, event: Event, store: StateStore) -> list[Event] | Dead
 
 
 def dead_letter_record(
-    topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
     letter: DeadLetter,
 ) -> tuple[str, bytes | None, bytes | None, Headers]:
     """The `T.dlq` record for a record of `topic`: the original bytes plus why it failed."""
-    kept = [(k, v) for k, v in (headers or []) if k not in {f"ce_{DLQ_REASON}", f"ce_{DLQ_TOPIC}", f"ce_{DLQ_ATTEMPTS}"}]
+    kept = [
+        (k, v)
+        for k, v in (headers or [])
+        if k not in {f"ce_{DLQ_REASON}", f"ce_{DLQ_TOPIC}", f"ce_{DLQ_ATTEMPTS}"}
+    ]
     kept += [
         (f"ce_{DLQ_REASON}", letter.reason.encode()),
         (f"ce_{DLQ_TOPIC}", topic.encode()),

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
@@ -107,7 +108,7 @@ class BindingWorker(threading.Thread):
         # Manual assignment with the group's committed offsets: the local runner is the only
         # member of each group, and assign() skips the rebalance that costs seconds on Tansu.
         metadata = consumer.list_topics(timeout=15)
-        wanted = []
+        wanted: list[TopicPartition] = []
         for topic in self.binding.topics:
             meta = metadata.topics.get(topic)
             if meta is None or meta.error is not None:
@@ -146,17 +147,17 @@ class BindingWorker(threading.Thread):
             result = self._deliver_with_retries(record)
             if isinstance(result, DeadLetter):
                 dead.append(
-                    dead_letter_record(record.topic(), record.key(), record.value(), record.headers(), result)
+                    dead_letter_record(
+                        str(record.topic()), record.key(), record.value(), _headers(record), result
+                    )
                 )
             else:
                 outputs.extend(result)
         self._publish_until_acknowledged(outputs, dead)
         offsets: dict[tuple[str, int], int] = {}
         for record in records:
-            offsets[(record.topic(), record.partition())] = record.offset() + 1
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
-        )
+            offsets[(str(record.topic()), int(record.partition() or 0))] = int(record.offset() or 0) + 1
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
         self.stats.consumed += len(records)
         self.stats.emitted += len(outputs)
         self.stats.dead_lettered += len(dead)
@@ -165,7 +166,7 @@ class BindingWorker(threading.Thread):
 
     def _deliver_with_retries(self, record: Message) -> list[Event] | DeadLetter:
         try:
-            event = from_kafka(record.key(), record.value(), record.headers())
+            event = from_kafka(record.key(), record.value(), _headers(record))
         except InvalidEvent as exc:
             return DeadLetter(str(exc), attempts=1)
         attempts = self._delivery.retries + 1
@@ -185,7 +186,11 @@ class BindingWorker(threading.Thread):
     def _backoff(self, attempt: int) -> float:
         return float(min(self._delivery.backoff_delay_s * (2**attempt), self._delivery.backoff_max_s))
 
-    def _publish_until_acknowledged(self, outputs: list[Event], dead: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> None:
+    def _publish_until_acknowledged(
+        self,
+        outputs: list[Event],
+        dead: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    ) -> None:
         # Offsets are committed only after this returns, so on a persistent broker failure we
         # keep trying rather than drop outputs; stopping here just leaves the batch uncommitted.
         attempt = 0
@@ -200,6 +205,12 @@ class BindingWorker(threading.Thread):
                     raise
                 self._sleep(self._backoff(attempt))
                 attempt += 1
+
+
+def _headers(record: Message) -> list[tuple[str, bytes]]:
+    # Consumed records always carry a list of (name, bytes) pairs; the stubs allow more shapes.
+    raw: Any = record.headers() or []
+    return [(str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in raw]
 
 
 class Dispatcher:

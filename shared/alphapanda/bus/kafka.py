@@ -14,7 +14,10 @@ from typing import Any
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, from_binary, to_binary
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,  # type: ignore[attr-defined]
+)
 
 from alphapanda.events import Event, InvalidEvent, encode_data, from_attributes, to_attributes
 
@@ -31,7 +34,8 @@ def to_kafka(event: Event) -> tuple[bytes, bytes, Headers]:
     ce = CloudEvent(attrs, encode_data(event))
     msg = to_binary(ce, data_marshaller=lambda data: data)
     key = msg.key if isinstance(msg.key, bytes) else str(msg.key).encode()
-    return key, msg.value, list(msg.headers.items())
+    value = msg.value if isinstance(msg.value, bytes) else str(msg.value).encode()
+    return key, value, list(msg.headers.items())
 
 
 def from_kafka(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> Event:
@@ -59,7 +63,9 @@ def producer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def consumer_config(bootstrap_servers: str, group: str, *, fetch_wait_max_ms: int, session_timeout_ms: int) -> dict[str, Any]:
+def consumer_config(
+    bootstrap_servers: str, group: str, *, fetch_wait_max_ms: int, session_timeout_ms: int
+) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap_servers,
         "group.id": group,
@@ -108,7 +114,7 @@ class EventPublisher:
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, cb: Any) -> None:
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=cb)
+                self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=cb)  # type: ignore[arg-type]
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then try again.
@@ -120,7 +126,9 @@ class EventPublisher:
         self._producer = None  # type: ignore[assignment]
 
 
-def ensure_topics(bootstrap_servers: str, topics: Sequence[str], partitions: int, timeout_s: float = 15.0) -> None:
+def ensure_topics(
+    bootstrap_servers: str, topics: Sequence[str], partitions: int, timeout_s: float = 15.0
+) -> None:
     """Create any of `topics` that do not exist yet (existing ones are left as they are)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
@@ -128,7 +136,7 @@ def ensure_topics(bootstrap_servers: str, topics: Sequence[str], partitions: int
     if not missing:
         return
     futures = admin.create_topics([NewTopic(t, partitions, 1) for t in missing], operation_timeout=timeout_s)
-    for topic, future in futures.items():
+    for future in futures.values():
         try:
             future.result(timeout_s)
         except KafkaException as exc:

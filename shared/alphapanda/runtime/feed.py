@@ -21,7 +21,9 @@ def live_simulation(instruments: list[Instrument], seed: int) -> Iterator[Market
         yield sim.next_tick(at=now())
 
 
-def fixed_simulation(instruments: list[Instrument], seed: int, start: datetime, count: int) -> Iterator[MarketTick]:
+def fixed_simulation(
+    instruments: list[Instrument], seed: int, start: datetime, count: int
+) -> Iterator[MarketTick]:
     """Exactly `count` simulated ticks in simulated market time: reproducible to the byte."""
     sim = MarketSimulator(instruments, seed=seed, start=start)
     for _ in range(count):
@@ -31,7 +33,9 @@ def fixed_simulation(instruments: list[Instrument], seed: int, start: datetime, 
 class FeedPublisher(threading.Thread):
     """Publish ticks at `rate` per second (0: as fast as the broker takes them)."""
 
-    def __init__(self, ticks: Iterator[MarketTick], publisher: EventPublisher, rate: float, batch: int = 200) -> None:
+    def __init__(
+        self, ticks: Iterator[MarketTick], publisher: EventPublisher, rate: float, batch: int = 200
+    ) -> None:
         super().__init__(name="market-feed", daemon=True)
         self.published = 0
         self.finished = threading.Event()

@@ -72,7 +72,9 @@ def input_topic(function: Function, attrs: dict[str, Any], data: Any, brokers: t
 
 
 def _as_record(attrs: dict[str, Any], data: Any) -> tuple[bytes | None, bytes, Headers]:
-    headers: Headers = [(f"ce_{k}", str(v).encode()) for k, v in attrs.items() if k not in ("data", "partitionkey")]
+    headers: Headers = [
+        (f"ce_{k}", str(v).encode()) for k, v in attrs.items() if k not in ("data", "partitionkey")
+    ]
     if isinstance(data, bytes | bytearray):
         body = bytes(data)
     elif isinstance(data, str):
@@ -92,7 +94,9 @@ def _decode(cloud_event: CloudEvent) -> tuple[dict[str, Any], Any, Event | DeadL
         return attrs, data, DeadLetter(str(exc), attempts=1)
 
 
-def _dead_letter(rt: FunctionRuntime, function: Function, attrs: dict[str, Any], data: Any, letter: DeadLetter) -> None:
+def _dead_letter(
+    rt: FunctionRuntime, function: Function, attrs: dict[str, Any], data: Any, letter: DeadLetter
+) -> None:
     topic = input_topic(function, attrs, data, rt.settings.brokers)
     key, body, headers = _as_record(attrs, data)
     rt.publisher.publish_records([dead_letter_record(topic, key, body, headers, letter)])
@@ -123,7 +127,9 @@ def tick_ingest_handler() -> Callable[[CloudEvent], None]:
         rt = runtime()
         attrs, data, decoded = _decode(cloud_event)
         if isinstance(decoded, Event) and not isinstance(decoded.data, MarketTick):
-            decoded = DeadLetter(f"the market feed accepts {EventType.MARKET_TICK} only, not {decoded.type}", 1)
+            decoded = DeadLetter(
+                f"the market feed accepts {EventType.MARKET_TICK} only, not {decoded.type}", 1
+            )
         if isinstance(decoded, DeadLetter):
             _dead_letter(rt, Function.MARKET_FEED, attrs, data, decoded)
             return

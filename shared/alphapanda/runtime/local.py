@@ -76,11 +76,18 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
             )
             store, publisher = connect(settings)
             dispatcher = Dispatcher(
-                bindings(list(settings.brokers)), core.stages, store, publisher, settings.kafka, settings.delivery
+                bindings(list(settings.brokers)),
+                core.stages,
+                store,
+                publisher,
+                settings.kafka,
+                settings.delivery,
             )
             dispatcher.start()
             ticks: Iterator[MarketTick] = (
-                read_ticks_csv(options.replay) if options.replay else live_simulation(instruments, options.seed)
+                read_ticks_csv(options.replay)
+                if options.replay
+                else live_simulation(instruments, options.seed)
             )
             feed = FeedPublisher(ticks, publisher, options.rate)
             started = time.monotonic()
@@ -105,8 +112,13 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
 
 
 def _watch(
-    core: Core, dispatcher: Dispatcher, feed: FeedPublisher, store: StateStore, options: RunOptions,
-    started: float, console: Console,
+    core: Core,
+    dispatcher: Dispatcher,
+    feed: FeedPublisher,
+    store: StateStore,
+    options: RunOptions,
+    started: float,
+    console: Console,
 ) -> None:
     last_ticks, last_time = 0, started
     rate = 0.0
@@ -127,7 +139,9 @@ def _watch(
 
 
 def _count(dispatcher: Dispatcher, function: Function, event_type: EventType) -> int:
-    return sum(w.stats.by_type[event_type.value] for w in dispatcher.workers if w.binding.function is function)
+    return sum(
+        w.stats.by_type[event_type.value] for w in dispatcher.workers if w.binding.function is function
+    )
 
 
 def _totals(core: Core, dispatcher: Dispatcher, feed: FeedPublisher, store: StateStore) -> RunTotals:
@@ -154,8 +168,13 @@ def _view(
     for w in dispatcher.workers:
         s = w.stats
         stages.add_row(
-            w.binding.function.value, w.binding.broker or "shared", f"{s.consumed:,}", f"{s.emitted:,}",
-            str(s.dead_lettered), str(s.retries), str(s.lag),
+            w.binding.function.value,
+            w.binding.broker or "shared",
+            f"{s.consumed:,}",
+            f"{s.emitted:,}",
+            str(s.dead_lettered),
+            str(s.retries),
+            str(s.lag),
         )
     totals = _totals(core, dispatcher, feed, store)
     return Group(stages, _broker_table(totals))
@@ -163,16 +182,43 @@ def _view(
 
 def _broker_table(totals: RunTotals) -> Table:
     table = Table(title="per broker", expand=False)
-    for col in ("broker", "signals", "validated", "rejected", "orders", "fills", "open pos", "realised", "unrealised", "charges"):
+    for col in (
+        "broker",
+        "signals",
+        "validated",
+        "rejected",
+        "orders",
+        "fills",
+        "open pos",
+        "realised",
+        "unrealised",
+        "charges",
+    ):
         table.add_column(col, justify="right" if col != "broker" else "left")
     for b in totals.brokers:
         table.add_row(
-            b.broker, "", "", "", "", f"{b.trades:,}", str(b.open_positions),
-            f"{b.realised_pnl:,.2f}", f"{b.unrealised_pnl:,.2f}", f"{b.charges:,.2f}",
+            b.broker,
+            "",
+            "",
+            "",
+            "",
+            f"{b.trades:,}",
+            str(b.open_positions),
+            f"{b.realised_pnl:,.2f}",
+            f"{b.unrealised_pnl:,.2f}",
+            f"{b.charges:,.2f}",
         )
     table.add_row(
-        "all", f"{totals.signals:,}", f"{totals.validated:,}", f"{totals.rejected:,}", f"{totals.orders:,}",
-        f"{totals.fills:,}", "", "", "", "",
+        "all",
+        f"{totals.signals:,}",
+        f"{totals.validated:,}",
+        f"{totals.rejected:,}",
+        f"{totals.orders:,}",
+        f"{totals.fills:,}",
+        "",
+        "",
+        "",
+        "",
     )
     return table
 
@@ -180,7 +226,9 @@ def _broker_table(totals: RunTotals) -> Table:
 def _print_summary(console: Console, totals: RunTotals, elapsed: float, drained: bool) -> None:
     console.print(_broker_table(totals))
     if not drained:
-        console.print("[yellow]the pipeline had not drained when it was stopped; the rest stays on the topics[/]")
+        console.print(
+            "[yellow]the pipeline had not drained when it was stopped; the rest stays on the topics[/]"
+        )
     console.print(f"ran {elapsed:,.1f}s; {totals.ticks / max(elapsed, 1e-9):,.0f} ticks/s on average")
     # Plain print: one unwrapped line that scripts and tests can parse.
     print(totals.line(), flush=True)

@@ -19,8 +19,11 @@ from alphapanda.topics import Function
 class Stage(Protocol):
     """A pipeline stage. `reads` names the state keys `decide` needs; `decide` is pure."""
 
-    function: Function
-    accepts: EventType
+    @property
+    def function(self) -> Function: ...
+
+    @property
+    def accepts(self) -> EventType: ...
 
     def owner(self, event: Event) -> str: ...
 

@@ -69,7 +69,7 @@ class RedisStateStore:
         with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(claim_key, *read_keys)
+                    pipe.watch(claim_key, *read_keys)  # type: ignore[no-untyped-call]
                     done = pipe.get(claim_key)
                     if done is not None:
                         pipe.unwatch()
