@@ -14,10 +14,7 @@ from typing import Any
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, from_binary, to_binary
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import (
-    AdminClient,
-    NewTopic,  # type: ignore[attr-defined]
-)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from alphapanda.events import Event, InvalidEvent, encode_data, from_attributes, to_attributes
 

@@ -45,6 +45,7 @@ class RunTotals:
     failed: int
     dead_lettered: int
     brokers: tuple[BrokerSummary, ...]
+    per_broker: tuple[BrokerCounts, ...]
 
     def line(self) -> str:
         return (
@@ -138,23 +139,54 @@ def _watch(
             time.sleep(0.25)
 
 
-def _count(dispatcher: Dispatcher, function: Function, event_type: EventType) -> int:
+def _count(
+    dispatcher: Dispatcher, function: Function, event_type: EventType, broker: str | None = None
+) -> int:
     return sum(
-        w.stats.by_type[event_type.value] for w in dispatcher.workers if w.binding.function is function
+        w.stats.by_type[event_type.value]
+        for w in dispatcher.workers
+        if w.binding.function is function and (broker is None or w.binding.broker == broker)
+    )
+
+
+@dataclass(frozen=True)
+class BrokerCounts:
+    signals: int
+    validated: int
+    rejected: int
+    orders: int
+    fills: int
+
+
+def _broker_counts(dispatcher: Dispatcher, broker: str | None) -> BrokerCounts:
+    return BrokerCounts(
+        signals=_count(dispatcher, Function.STRATEGY_RUNNER, EventType.SIGNAL_RAW)
+        if broker is None
+        else sum(
+            w.stats.consumed
+            for w in dispatcher.workers
+            if w.binding.function is Function.RISK_MANAGER and w.binding.broker == broker
+        ),
+        validated=_count(dispatcher, Function.RISK_MANAGER, EventType.SIGNAL_VALIDATED, broker),
+        rejected=_count(dispatcher, Function.RISK_MANAGER, EventType.SIGNAL_REJECTED, broker),
+        orders=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_SUBMITTED, broker),
+        fills=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_FILLED, broker),
     )
 
 
 def _totals(core: Core, dispatcher: Dispatcher, feed: FeedPublisher, store: StateStore) -> RunTotals:
+    counts = _broker_counts(dispatcher, None)
     return RunTotals(
         ticks=feed.published,
-        signals=_count(dispatcher, Function.STRATEGY_RUNNER, EventType.SIGNAL_RAW),
-        validated=_count(dispatcher, Function.RISK_MANAGER, EventType.SIGNAL_VALIDATED),
-        rejected=_count(dispatcher, Function.RISK_MANAGER, EventType.SIGNAL_REJECTED),
-        orders=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_SUBMITTED),
-        fills=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_FILLED),
+        signals=counts.signals,
+        validated=counts.validated,
+        rejected=counts.rejected,
+        orders=counts.orders,
+        fills=counts.fills,
         failed=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_FAILED),
         dead_lettered=sum(w.stats.dead_lettered for w in dispatcher.workers),
         brokers=tuple(broker_summary(store, b) for b in core.brokers),
+        per_broker=tuple(_broker_counts(dispatcher, b) for b in core.brokers),
     )
 
 
@@ -195,31 +227,19 @@ def _broker_table(totals: RunTotals) -> Table:
         "charges",
     ):
         table.add_column(col, justify="right" if col != "broker" else "left")
-    for b in totals.brokers:
+    for b, c in zip(totals.brokers, totals.per_broker, strict=True):
         table.add_row(
             b.broker,
-            "",
-            "",
-            "",
-            "",
-            f"{b.trades:,}",
+            f"{c.signals:,}",
+            f"{c.validated:,}",
+            f"{c.rejected:,}",
+            f"{c.orders:,}",
+            f"{c.fills:,}",
             str(b.open_positions),
             f"{b.realised_pnl:,.2f}",
             f"{b.unrealised_pnl:,.2f}",
             f"{b.charges:,.2f}",
         )
-    table.add_row(
-        "all",
-        f"{totals.signals:,}",
-        f"{totals.validated:,}",
-        f"{totals.rejected:,}",
-        f"{totals.orders:,}",
-        f"{totals.fills:,}",
-        "",
-        "",
-        "",
-        "",
-    )
     return table
 
 
