@@ -80,3 +80,22 @@ def test_run_when_an_argument_is_bad_then_one_clear_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "ALPHAPANDA_BROKERS" in result.stderr and "lowercase" in result.stderr
+
+
+def test_run_when_killed_outright_then_its_servers_die_with_it() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alphapanda.cli", "run", "--no-live"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
+    )
+    assert proc.stdout is not None
+    ports = _ports(proc.stdout.readline())
+    assert _server_pids(ports), "the servers should be running"
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while _server_pids(ports) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _server_pids(ports) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -25,6 +26,16 @@ from confluent_kafka.admin import AdminClient
 
 class EmbeddedServerError(RuntimeError):
     pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if our process is killed outright (SIGKILL, OOM),
+    # the kernel sends the server SIGTERM, so no broker or Redis is ever left behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -59,7 +70,11 @@ class _Process(abc.ABC):
             # A new session, so a Ctrl-C in the terminal reaches us first and we stop the server
             # in order, instead of the server dying under a pipeline that still uses it.
             self._proc = subprocess.Popen(
-                self._command(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                self._command(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout_s
