@@ -135,7 +135,9 @@ class Market:
     def set_price(self, instrument_token: int, price: Decimal, *, hold: bool) -> None:
         state = self._states[instrument_token]
         state.held = hold
-        self._trade(state, snap_to_tick(price, state.instrument.price_step), max(state.instrument.lot_size, 1))
+        self._trade(
+            state, snap_to_tick(price, state.instrument.price_step), max(state.instrument.lot_size, 1)
+        )
 
     def release(self, instrument_token: int) -> None:
         self._states[instrument_token].held = False

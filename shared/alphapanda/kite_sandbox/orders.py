@@ -237,7 +237,8 @@ def _check_tick(value: Decimal, instrument: Instrument, label: str) -> None:
     tick = instrument.tick_size
     if tick > 0 and value % tick != 0:
         raise input_error(
-            f"Tick size for this script is {tick.normalize():f}. Kindly enter {label} in the multiple of tick size."
+            f"Tick size for this script is {tick.normalize():f}. "
+            f"Kindly enter {label} in the multiple of tick size."
         )
 
 
@@ -259,9 +260,13 @@ def _check_prices(
             raise input_error("Trigger price must be greater than zero for SL and SL-M orders.")
         _check_tick(trigger_price, instrument, "trigger price")
         if order_type == "SL" and transaction_type == "BUY" and trigger_price > price:
-            raise input_error("Trigger price for stoploss buy orders should be less than or equal to the price.")
+            raise input_error(
+                "Trigger price for stoploss buy orders should be less than or equal to the price."
+            )
         if order_type == "SL" and transaction_type == "SELL" and trigger_price < price:
-            raise input_error("Trigger price for stoploss sell orders should be more than or equal to the price.")
+            raise input_error(
+                "Trigger price for stoploss sell orders should be more than or equal to the price."
+            )
     else:
         trigger_price = Decimal(0)
     return price, trigger_price
@@ -385,9 +390,7 @@ def parse_order_changes(order: Order, params: Mapping[str, str]) -> OrderChanges
     price, trigger = _check_prices(order.instrument, order.transaction_type, order_type, price, trigger)
     raw_protection = params.get("market_protection")
     protection = (
-        order.market_protection
-        if _blank(raw_protection)
-        else _decimal(raw_protection, "market_protection")
+        order.market_protection if _blank(raw_protection) else _decimal(raw_protection, "market_protection")
     )
     protection = _check_market_protection(order_type, protection, not _blank(raw_protection))
     return OrderChanges(

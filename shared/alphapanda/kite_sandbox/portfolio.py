@@ -135,13 +135,17 @@ def _money(value: Decimal) -> Decimal:
 
 
 class Portfolio:
-    def __init__(self, holdings: Iterable[Holding], opening_cash: Decimal, margin_rates: Mapping[str, Decimal]):
+    def __init__(
+        self, holdings: Iterable[Holding], opening_cash: Decimal, margin_rates: Mapping[str, Decimal]
+    ):
         self._holdings = {h.instrument.instrument_token: h for h in holdings}
         self._positions: dict[tuple[int, str], Position] = {}
         self._opening_cash = opening_cash
         self._margin_rates = margin_rates
 
-    def apply_fill(self, instrument: Instrument, product: str, is_buy: bool, quantity: int, price: Decimal) -> None:
+    def apply_fill(
+        self, instrument: Instrument, product: str, is_buy: bool, quantity: int, price: Decimal
+    ) -> None:
         key = (instrument.instrument_token, product)
         position = self._positions.get(key)
         if position is None:
@@ -164,7 +168,9 @@ class Portfolio:
     def margin_rate(self, product: str) -> Decimal:
         return self._margin_rates.get(product, Decimal(1))
 
-    def positions(self, prices: Callable[[Instrument], tuple[Decimal, Decimal]]) -> dict[str, list[dict[str, Any]]]:
+    def positions(
+        self, prices: Callable[[Instrument], tuple[Decimal, Decimal]]
+    ) -> dict[str, list[dict[str, Any]]]:
         rendered = [p.render(*prices(p.instrument)) for p in self._positions.values()]
         # No overnight carry in the sandbox, so every position is also a day position.
         return {"net": rendered, "day": [dict(row) for row in rendered]}
@@ -215,7 +221,10 @@ class Portfolio:
 
     def position_margin(self) -> Decimal:
         return sum(
-            (abs(p.quantity) * p.average_price * self.margin_rate(p.product) for p in self._positions.values()),
+            (
+                abs(p.quantity) * p.average_price * self.margin_rate(p.product)
+                for p in self._positions.values()
+            ),
             Decimal(0),
         )
 
@@ -258,6 +267,8 @@ class Portfolio:
         }
         return {"equity": equity, "commodity": commodity}
 
-    def available_margin(self, prices: Callable[[Instrument], tuple[Decimal, Decimal]], order_margin: Decimal) -> Decimal:
+    def available_margin(
+        self, prices: Callable[[Instrument], tuple[Decimal, Decimal]], order_margin: Decimal
+    ) -> Decimal:
         realised, _ = self.realised(prices)
         return self._opening_cash - self.position_margin() - order_margin + realised
