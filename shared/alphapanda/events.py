@@ -103,6 +103,11 @@ class Signal(InstrumentRef):
     limit_price: Decimal | None = None
     trigger_price: Decimal | None = None
     reason: str = ""
+    flatten: bool = Field(
+        default=False,
+        description="A closing signal from the kill switch or the MIS square-off: it may pass a "
+        "halted broker's risk manager as long as it only reduces a position.",
+    )
     tick_time: AwareDatetime
 
 
@@ -129,28 +134,95 @@ class OrderSubmitted(InstrumentRef):
     order_type: OrderType
     product: Product
     validity: Validity
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    broker_order_id: str | None = Field(default=None, description="The venue's id (Kite order_id).")
     submitted_at: AwareDatetime
 
 
+class ChargeLines(Payload):
+    """Charges on one fill, by component, in rupees."""
+
+    brokerage: Decimal = Decimal(0)
+    stt: Decimal = Decimal(0)
+    exchange_txn: Decimal = Decimal(0)
+    sebi: Decimal = Decimal(0)
+    gst: Decimal = Decimal(0)
+    stamp_duty: Decimal = Decimal(0)
+
+
 class OrderFilled(InstrumentRef):
+    """One execution of an order: an order may fill in several parts, each its own event."""
+
     order_id: str
     fill_id: str
     strategy: str
     side: Side
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, description="Quantity of this fill.")
     price: Decimal = Field(gt=0)
     product: Product
+    order_quantity: int | None = Field(default=None, gt=0, description="The whole order's quantity.")
+    remaining_quantity: int = Field(default=0, ge=0, description="Still open after this fill.")
     charges: Decimal = Decimal(0)
+    charge_lines: ChargeLines | None = None
+    signal_id: str | None = None
+    flatten: bool = False
     filled_at: AwareDatetime
 
 
 class OrderFailed(InstrumentRef):
+    """The order never reached the market (rejected by the broker, no funds, halted, ...)."""
+
     order_id: str
     signal_id: str
     strategy: str
     side: Side
     quantity: int = Field(gt=0)
     reason: str
+
+
+class OrderCancelled(InstrumentRef):
+    """What was left of an order stopped trading: IOC remainder, DAY expiry, user or venue cancel."""
+
+    order_id: str
+    signal_id: str
+    strategy: str
+    side: Side
+    quantity: int = Field(gt=0, description="The cancelled (unfilled) quantity.")
+    filled_quantity: int = Field(default=0, ge=0)
+    reason: str
+    cancelled_at: AwareDatetime
+
+
+class OrderUpdated(InstrumentRef):
+    """A venue status change that is neither a fill nor an end (e.g. Kite OPEN, TRIGGER PENDING)."""
+
+    order_id: str
+    broker_order_id: str
+    strategy: str
+    side: Side
+    quantity: int = Field(gt=0)
+    status: str
+    filled_quantity: int = Field(default=0, ge=0)
+    average_price: Decimal | None = None
+    message: str = ""
+    updated_at: AwareDatetime
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(Payload):
+    """Something a human should know: kill switch changes, token expiry, reconciliation breaks."""
+
+    kind: str = Field(min_length=1)
+    severity: Severity
+    message: str
+    details: dict[str, str] = Field(default_factory=dict)
+    raised_at: AwareDatetime
 
 
 class PnlSnapshot(InstrumentRef):
@@ -174,6 +246,9 @@ class EventType(StrEnum):
     ORDER_SUBMITTED = "com.alphapanda.order.submitted"
     ORDER_FILLED = "com.alphapanda.order.filled"
     ORDER_FAILED = "com.alphapanda.order.failed"
+    ORDER_CANCELLED = "com.alphapanda.order.cancelled"
+    ORDER_UPDATED = "com.alphapanda.order.updated"
+    ALERT = "com.alphapanda.alert"
     PNL_SNAPSHOT = "com.alphapanda.pnl.snapshot"
 
 
@@ -185,6 +260,9 @@ PAYLOAD_OF: Final[dict[EventType, type[Payload]]] = {
     EventType.ORDER_SUBMITTED: OrderSubmitted,
     EventType.ORDER_FILLED: OrderFilled,
     EventType.ORDER_FAILED: OrderFailed,
+    EventType.ORDER_CANCELLED: OrderCancelled,
+    EventType.ORDER_UPDATED: OrderUpdated,
+    EventType.ALERT: Alert,
     EventType.PNL_SNAPSHOT: PnlSnapshot,
 }
 TYPE_OF: Final[dict[type[Payload], EventType]] = {v: k for k, v in PAYLOAD_OF.items()}
@@ -196,6 +274,9 @@ _BROKER_TOPIC_OF: Final = {
     EventType.ORDER_SUBMITTED: topics.orders_submitted,
     EventType.ORDER_FILLED: topics.orders_filled,
     EventType.ORDER_FAILED: topics.orders_failed,
+    EventType.ORDER_CANCELLED: topics.orders_cancelled,
+    EventType.ORDER_UPDATED: topics.orders_updated,
+    EventType.ALERT: topics.alerts,
     EventType.PNL_SNAPSHOT: topics.pnl_snapshots,
 }
 

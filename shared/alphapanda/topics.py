@@ -35,6 +35,7 @@ class Function(StrEnum):
     STRATEGY_RUNNER = "strategy_runner"
     RISK_MANAGER = "risk_manager"
     TRADING_ENGINE = "trading_engine"
+    ORDER_MATCHER = "order_matcher"
     PORTFOLIO_MANAGER = "portfolio_manager"
 
     @property
@@ -71,8 +72,20 @@ def orders_failed(broker: str) -> str:
     return f"{broker}.orders.failed"
 
 
+def orders_cancelled(broker: str) -> str:
+    return f"{broker}.orders.cancelled"
+
+
+def orders_updated(broker: str) -> str:
+    return f"{broker}.orders.updated"
+
+
 def pnl_snapshots(broker: str) -> str:
     return f"{broker}.pnl.snapshots"
+
+
+def alerts(broker: str) -> str:
+    return f"{broker}.alerts"
 
 
 def dlq(topic: str) -> str:
@@ -87,7 +100,10 @@ BROKER_TOPICS = (
     orders_submitted,
     orders_filled,
     orders_failed,
+    orders_cancelled,
+    orders_updated,
     pnl_snapshots,
+    alerts,
 )
 
 
@@ -99,6 +115,8 @@ class Subscription:
     scope: Scope
     source: str
     """Topic template: `{broker}` or `{asset_class}` is filled in per broker / asset class."""
+    kinds: tuple[str, ...] = KNOWN_BROKER_KINDS
+    """The broker kinds this subscription exists for (the order matcher is paper-only)."""
 
     def topics(self, broker: str | None = None) -> list[str]:
         if "{asset_class}" in self.source:
@@ -146,7 +164,7 @@ def bindings(brokers: list[str]) -> list[Binding]:
         if sub.scope is Scope.SHARED:
             out.append(Binding(sub, None, tuple(sub.topics())))
         else:
-            out.extend(Binding(sub, b, tuple(sub.topics(b))) for b in brokers)
+            out.extend(Binding(sub, b, tuple(sub.topics(b))) for b in brokers if broker_kind(b) in sub.kinds)
     return out
 
 
@@ -186,8 +204,14 @@ def pipeline_markdown() -> str:
     ]
     for sub in PIPELINE:
         broker = None if sub.scope is Scope.SHARED else "{broker}"
-        consumed = ", ".join(f"`{t}`" for t in (sub.topics() if broker is None else [sub.source]))
-        dead = ", ".join(f"`{dlq(t)}`" for t in (sub.topics() if broker is None else [sub.source]))
+        sources = sub.topics() if "{asset_class}" in sub.source else [sub.source]
+        consumed = ", ".join(f"`{t}`" for t in sources)
+        dead = ", ".join(f"`{dlq(t)}`" for t in sources)
         group = f"`{sub.consumer_group(broker)}`"
-        lines.append(f"| {sub.function.value} | {sub.scope.value} | {consumed} | {group} | {dead} |")
+        scope = (
+            sub.scope.value
+            if sub.kinds == KNOWN_BROKER_KINDS
+            else f"{sub.scope.value} ({', '.join(sub.kinds)})"
+        )
+        lines.append(f"| {sub.function.value} | {scope} | {consumed} | {group} | {dead} |")
     return "\n".join(lines)

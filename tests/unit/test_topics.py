@@ -18,7 +18,10 @@ def test_broker_topics_when_named_then_broker_is_the_first_segment() -> None:
         "paper.orders.submitted",
         "paper.orders.filled",
         "paper.orders.failed",
+        "paper.orders.cancelled",
+        "paper.orders.updated",
         "paper.pnl.snapshots",
+        "paper.alerts",
     ]
 
 
@@ -92,9 +95,9 @@ def test_all_topics_when_two_brokers_then_every_topic_and_its_dlq_once() -> None
     every = topics.all_topics(BROKERS)
 
     base = [t for t in every if not t.endswith(".dlq")]
-    assert len(base) == 2 + 7 * 2
+    assert len(base) == 2 + 10 * 2
     assert sorted(t for t in every if t.endswith(".dlq")) == sorted(t + ".dlq" for t in base)
-    assert len(set(every)) == len(every) == 32
+    assert len(set(every)) == len(every) == 44
 
 
 def test_all_topics_when_computed_then_every_bound_topic_is_included() -> None:
