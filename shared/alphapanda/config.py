@@ -4,12 +4,13 @@ Examples:
     ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS=kafka:9092      use this Kafka instead of the embedded broker
     ALPHAPANDA_REDIS__URL=redis://localhost:6379/0      use this Redis instead of the embedded one
     ALPHAPANDA_BROKERS=paper,zerodha                   the brokers whose pipelines run
-    ALPHAPANDA_BROKER__PAPER__SLIPPAGE_BPS=5           per-broker settings
+    ALPHAPANDA_BROKER__PAPER__FILLS__SLIPPAGE_BPS=5    per-broker settings
     ALPHAPANDA_BROKER__PAPER__RISK__MAX_ORDER_VALUE=250000
 """
 
 from __future__ import annotations
 
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,24 +64,83 @@ class DeliverySettings(_Section):
 
 
 class RiskLimits(_Section):
+    """A broker's risk limits. Strategies may tighten some of them in the strategies file."""
+
     max_order_value: Decimal = Field(default=Decimal("500000"), gt=0, description="Rupees per order.")
     max_position_quantity: int = Field(
         default=2000, gt=0, description="Absolute net quantity per instrument."
+    )
+    max_position_value: Decimal = Field(
+        default=Decimal("1000000"), gt=0, description="Rupees of net position per instrument."
+    )
+    max_gross_exposure: Decimal = Field(
+        default=Decimal("5000000"),
+        gt=0,
+        description="Rupees of all positions on the broker, long plus short.",
+    )
+    daily_loss_limit: Decimal = Field(
+        default=Decimal("50000"),
+        gt=0,
+        description="Rupees of loss (realised + unrealised, today) at which the broker turns REDUCING.",
+    )
+    max_trades_per_day: int = Field(default=500, gt=0, description="Orders per strategy per trading day.")
+    max_open_orders: int = Field(default=50, gt=0, description="Orders in flight or resting on the broker.")
+    price_band_pct: Decimal = Field(
+        default=Decimal("5"), gt=0, le=100, description="Signal price within this % of the last tick."
+    )
+    duplicate_window_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="The same signal (strategy, instrument, side, quantity) again within "
+        "this many seconds of event time is suppressed; 0 turns it off.",
+    )
+    enforce_session: bool = Field(
+        default=True, description="Only trade in the NSE session (09:15-15:30 IST on trading days)."
     )
     allowed_instruments: tuple[int, ...] | None = Field(
         default=None, description="Instrument tokens that may trade; unset allows every instrument."
     )
 
 
-class BrokerSettings(_Section):
-    starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
+class FillSettings(_Section):
+    """How a paper broker fills: slippage, latency, margin and the MIS square-off."""
+
     slippage_bps: Decimal = Field(default=Decimal("2"), ge=0, le=1000)
     fill_quote: Literal["latest", "signal"] = Field(
         default="latest",
         description="Paper fills against the latest quote in Redis (as live would), or against the "
         "touch of the tick that caused the signal (deterministic: replays and tests).",
     )
+    latency_ms: int = Field(
+        default=0,
+        ge=0,
+        le=60000,
+        description="Simulated order latency: an order can only trade on ticks "
+        "this much later than its signal (0: on the signal's own quote).",
+    )
+    walk_depth: bool = Field(default=True, description="Market orders consume the tick's depth levels.")
+    mis_leverage: Decimal = Field(default=Decimal("5"), ge=1, le=50, description="Intraday (MIS) leverage.")
+    nrml_margin_pct: Decimal = Field(
+        default=Decimal("20"), gt=0, le=100, description="Margin blocked by NRML (F&O) positions, % of value."
+    )
+    square_off_time: time = Field(
+        default=time(15, 20), description="MIS positions are closed at this IST time."
+    )
+    charges_broker: str = Field(default="zerodha", description="Whose charge schedule paper fills pay.")
+
+
+class BrokerSettings(_Section):
+    starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
+    fills: FillSettings = Field(default_factory=FillSettings)
     risk: RiskLimits = Field(default_factory=RiskLimits)
+
+    @property
+    def slippage_bps(self) -> Decimal:
+        return self.fills.slippage_bps
+
+    @property
+    def fill_quote(self) -> Literal["latest", "signal"]:
+        return self.fills.fill_quote
 
 
 class Settings(BaseSettings):

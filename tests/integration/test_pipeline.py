@@ -39,7 +39,7 @@ def _settings(kafka: EmbeddedKafka, redis_server: EmbeddedRedis, strategies_file
         redis_server.url,
         strategies_file,
         # Fills against the signal's own touch, so that two runs are comparable to the paisa.
-        broker={"paper": {"fill_quote": "signal", "risk": {"allowed_instruments": ALLOWED}}},
+        broker={"paper": {"fills": {"fill_quote": "signal"}, "risk": {"allowed_instruments": ALLOWED}}},
     )
 
 

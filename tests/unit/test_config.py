@@ -54,7 +54,7 @@ def test_load_settings_when_nested_broker_env_set_then_only_that_broker_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ALPHAPANDA_BROKERS", "paper,zerodha")
-    monkeypatch.setenv("ALPHAPANDA_BROKER__PAPER__SLIPPAGE_BPS", "5")
+    monkeypatch.setenv("ALPHAPANDA_BROKER__PAPER__FILLS__SLIPPAGE_BPS", "5")
     monkeypatch.setenv("ALPHAPANDA_BROKER__PAPER__RISK__MAX_ORDER_VALUE", "250000")
 
     settings = load_settings()
@@ -138,7 +138,7 @@ def test_load_settings_when_brokers_empty_then_raises_asking_for_one(monkeypatch
 def test_load_settings_when_broker_section_name_invalid_then_error_names_broker_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    message = _error(monkeypatch, ALPHAPANDA_BROKER__PAPER_X__SLIPPAGE_BPS="5")
+    message = _error(monkeypatch, ALPHAPANDA_BROKER__PAPER_X__FILLS__SLIPPAGE_BPS="5")
 
     assert message.startswith("setting ALPHAPANDA_BROKER is invalid:")
     assert "'paper_x' is invalid" in message
@@ -147,9 +147,9 @@ def test_load_settings_when_broker_section_name_invalid_then_error_names_broker_
 def test_load_settings_when_slippage_negative_then_error_names_nested_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    message = _error(monkeypatch, ALPHAPANDA_BROKER__PAPER__SLIPPAGE_BPS="-1")
+    message = _error(monkeypatch, ALPHAPANDA_BROKER__PAPER__FILLS__SLIPPAGE_BPS="-1")
 
-    assert message.startswith("setting ALPHAPANDA_BROKER__PAPER__SLIPPAGE_BPS is invalid:")
+    assert message.startswith("setting ALPHAPANDA_BROKER__PAPER__FILLS__SLIPPAGE_BPS is invalid:")
 
 
 def test_load_settings_when_strategies_file_missing_then_error_names_the_file(

@@ -12,7 +12,7 @@ import pytest
 
 from alphapanda import stages
 from alphapanda.brokers.factory import TraderFactory
-from alphapanda.config import BrokerSettings, RiskLimits, Settings
+from alphapanda.config import BrokerSettings, FillSettings, RiskLimits, Settings
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.portfolio import Book, Position
 from alphapanda.domain.strategy import EmaCrossover
@@ -141,7 +141,9 @@ def _fill_event(side: Side, quantity: int, price: str, *, fill_id: str = "fill-1
 
 
 def _engine(slippage_bps: str = "2") -> TradingEngine:
-    settings = Settings(brokers=("paper",), broker={"paper": BrokerSettings(slippage_bps=D(slippage_bps))})
+    settings = Settings(
+        brokers=("paper",), broker={"paper": BrokerSettings(fills=FillSettings(slippage_bps=D(slippage_bps)))}
+    )
     return TradingEngine(brokers=frozenset({"paper"}), traders=TraderFactory(settings, {TOKEN: RELIANCE}))
 
 
