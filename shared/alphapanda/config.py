@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alphapanda import topics
@@ -129,6 +129,30 @@ class FillSettings(_Section):
     charges_broker: str = Field(default="zerodha", description="Whose charge schedule paper fills pay.")
 
 
+class KiteSettings(_Section):
+    """Zerodha Kite Connect. Point `root`/`ws_root` at the local sandbox to trade against it."""
+
+    api_key: str = Field(default="", description="Kite Connect app key.")
+    api_secret: SecretStr = Field(default=SecretStr(""), description="Kite Connect app secret; never logged.")
+    root: str = Field(
+        default="https://api.kite.trade", description="Kite REST root (the sandbox: http://127.0.0.1:PORT)."
+    )
+    ws_root: str = Field(
+        default="wss://ws.kite.trade", description="KiteTicker root (the sandbox: ws://127.0.0.1:PORT)."
+    )
+    market_protection: Decimal = Field(
+        default=Decimal("2"),
+        description="Percent protection on MARKET and SL-M orders; exchanges reject 0 "
+        "since April 2026 (-1 lets Kite choose).",
+    )
+    orders_per_second: int = Field(
+        default=10, gt=0, description="SEBI/Kite retail-algo limit, whole deployment."
+    )
+    orders_per_minute: int = Field(default=200, gt=0)
+    request_timeout_s: float = Field(default=7.0, gt=0)
+    algo_id: str = Field(default="", description="Exchange algo id to send with every order, if registered.")
+
+
 class BrokerSettings(_Section):
     starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
     fills: FillSettings = Field(default_factory=FillSettings)
@@ -153,6 +177,7 @@ class Settings(BaseSettings):
     )
     broker: dict[str, BrokerSettings] = Field(default_factory=dict)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    kite: KiteSettings = Field(default_factory=KiteSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     strategies_file: Path | None = Field(

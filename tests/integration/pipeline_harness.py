@@ -54,7 +54,7 @@ class Pipeline:
         self.store, self.publisher = connect(settings)
         self.dispatcher = Dispatcher(
             bindings(list(settings.brokers)),
-            self.core.stages,
+            self.core.stage_for,
             self.store,
             self.publisher,
             settings.kafka,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from alphapanda.bus.kafka import Headers
 from alphapanda.events import Event, InvalidEvent
-from alphapanda.stages import Stage, process
+from alphapanda.stages import AnyStage, process
 from alphapanda.state.store import StateStore
 from alphapanda.topics import dlq
 
@@ -27,7 +27,7 @@ class DeadLetter:
     attempts: int
 
 
-def deliver(stage: Stage, event: Event, store: StateStore) -> list[Event] | DeadLetter:
+def deliver(stage: AnyStage, event: Event, store: StateStore) -> list[Event] | DeadLetter:
     """Process `event`; bad input becomes a `DeadLetter` (never retried), other errors raise."""
     try:
         return process(stage, event, store)

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver
 from alphapanda.bus.kafka import EventPublisher, PublishError, consumer_config, from_kafka
 from alphapanda.config import DeliverySettings, KafkaSettings
 from alphapanda.events import Event, InvalidEvent
-from alphapanda.stages import Stage
+from alphapanda.stages import AnyStage
 from alphapanda.state.store import StateStore
 from alphapanda.topics import Binding, Function
 
@@ -47,7 +47,7 @@ class BindingWorker(threading.Thread):
     def __init__(
         self,
         binding: Binding,
-        stage: Stage,
+        stage: AnyStage,
         store: StateStore,
         publisher: EventPublisher,
         kafka: KafkaSettings,
@@ -219,14 +219,15 @@ class Dispatcher:
     def __init__(
         self,
         bindings: Sequence[Binding],
-        stages: Mapping[Function, Stage],
+        stage_for: Callable[[Function, str | None], AnyStage],
         store: StateStore,
         publisher: EventPublisher,
         kafka: KafkaSettings,
         delivery: DeliverySettings,
     ) -> None:
         self.workers = [
-            BindingWorker(b, stages[b.function], store, publisher, kafka, delivery) for b in bindings
+            BindingWorker(b, stage_for(b.function, b.broker), store, publisher, kafka, delivery)
+            for b in bindings
         ]
 
     def start(self, timeout_s: float = 30.0) -> None:

@@ -12,14 +12,14 @@ from alphapanda.brokers.factory import TraderFactory
 from alphapanda.bus.kafka import EventPublisher, ensure_topics
 from alphapanda.config import Settings
 from alphapanda.domain.instruments import Instrument, load_instruments
-from alphapanda.stages import Stage
+from alphapanda.stages import AnyStage, Stage
 from alphapanda.stages.portfolio_manager import PortfolioManager
 from alphapanda.stages.risk_manager import RiskManager
 from alphapanda.stages.strategy_runner import StrategyRunner
 from alphapanda.stages.trading_engine import TradingEngine
 from alphapanda.state.store import RedisStateStore
 from alphapanda.strategies import StrategySpec, load_strategies
-from alphapanda.topics import Function, all_topics
+from alphapanda.topics import Function, all_topics, broker_kind
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,20 @@ class Core:
     instruments: list[Instrument]
     strategies: list[StrategySpec]
     stages: dict[Function, Stage] = field(repr=False)
+    kind_stages: dict[tuple[Function, str], AnyStage] = field(default_factory=dict, repr=False)
+    """Stages that differ by broker kind (the zerodha trading engine), keyed (function, kind)."""
 
     @property
     def brokers(self) -> tuple[str, ...]:
         return self.settings.brokers
+
+    def stage_for(self, function: Function, broker: str | None) -> AnyStage:
+        """The stage that runs `function` for `broker` (its kind's own, else the common one)."""
+        if broker is not None:
+            special = self.kind_stages.get((function, broker_kind(broker)))
+            if special is not None:
+                return special
+        return self.stages[function]
 
 
 def build_core(settings: Settings) -> Core:

@@ -111,7 +111,7 @@ def stage_handler(function: Function) -> Callable[[CloudEvent], None]:
         if isinstance(decoded, DeadLetter):
             _dead_letter(rt, function, attrs, data, decoded)
             return
-        result = deliver(rt.core.stages[function], decoded, rt.store)
+        result = deliver(rt.core.stage_for(function, decoded.broker), decoded, rt.store)
         if isinstance(result, DeadLetter):
             _dead_letter(rt, function, attrs, data, result)
             return

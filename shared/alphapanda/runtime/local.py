@@ -78,7 +78,7 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
             store, publisher = connect(settings)
             dispatcher = Dispatcher(
                 bindings(list(settings.brokers)),
-                core.stages,
+                core.stage_for,
                 store,
                 publisher,
                 settings.kafka,

@@ -32,12 +32,35 @@ class Stage(Protocol):
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision: ...
 
 
-def process(stage: Stage, event: Event, store: StateStore) -> list[Event]:
+class EffectfulStage(Protocol):
+    """A stage that must act on the world between claim and commit (placing a live order).
+
+    It cannot be a pure `decide`: it claims the input itself, calls the venue, and records the
+    outcome, so that a redelivery after a crash never acts twice (see brokers/zerodha.py).
+    """
+
+    @property
+    def function(self) -> Function: ...
+
+    @property
+    def accepts(self) -> EventType: ...
+
+    def handle(self, event: Event, store: StateStore) -> list[Event]: ...
+
+
+AnyStage = Stage | EffectfulStage
+
+
+def process(stage: AnyStage, event: Event, store: StateStore) -> list[Event]:
     """Apply `event` to `stage` exactly once and return its outputs (the stored ones on a redelivery)."""
     if event.type is not stage.accepts:
         raise InvalidEvent(f"{stage.function} accepts {stage.accepts}, not {event.type}")
-    claim = keys.claim(stage.owner(event), stage.function.value, event.id)
-    return store.process_once(claim, stage.reads(event), lambda values: stage.decide(event, values))
+    if not hasattr(stage, "decide"):
+        effectful: EffectfulStage = stage
+        return effectful.handle(event, store)
+    pure: Stage = stage  # type: ignore[assignment]
+    claim = keys.claim(pure.owner(event), pure.function.value, event.id)
+    return store.process_once(claim, pure.reads(event), lambda values: pure.decide(event, values))
 
 
 @dataclass(frozen=True)

@@ -36,4 +36,50 @@ def books_index(broker: str) -> str:
 
 
 def account(broker: str) -> str:
+    """The broker account as the portfolio manager last computed it: cash, margin used, funds available."""
     return f"{broker}:account"
+
+
+def control(broker: str) -> str:
+    """The kill switch: ACTIVE, REDUCING or HALTED (absent means ACTIVE)."""
+    return f"{broker}:control:state"
+
+
+def risk_open_orders(broker: str) -> str:
+    """Orders validated by risk and not yet finished (filled, failed or cancelled)."""
+    return f"{broker}:risk:open_orders"
+
+
+def risk_gross(broker: str) -> str:
+    """Reserved gross exposure of the broker, in rupees (sum of `risk_notional` over instruments)."""
+    return f"{broker}:risk:gross"
+
+
+def risk_notional(broker: str, token: int) -> str:
+    """Reserved |position| x price of one instrument, as last reserved."""
+    return f"{broker}:risk:notional:{token}"
+
+
+def risk_strategy_notional(broker: str, strategy: str) -> str:
+    """Reserved exposure of one strategy (JSON: token -> rupees), against its capital allocation."""
+    return f"{broker}:risk:strategy:{strategy}"
+
+
+def risk_trades(broker: str, strategy: str, day: str) -> str:
+    """Orders a strategy sent on one trading day (YYYY-MM-DD, IST)."""
+    return f"{broker}:risk:trades:{strategy}:{day}"
+
+
+def risk_last_signal(broker: str, strategy: str, token: int) -> str:
+    """The last validated signal of a strategy on an instrument, for duplicate suppression."""
+    return f"{broker}:risk:last:{strategy}:{token}"
+
+
+def day_pnl(broker: str, day: str) -> str:
+    """Realised + unrealised PnL of the broker for one trading day, as last marked."""
+    return f"{broker}:pnl:day:{day}"
+
+
+def resting_orders(broker: str, token: int) -> str:
+    """Paper orders resting on an instrument (LIMIT, SL, SL-M, unfilled DAY remainders)."""
+    return f"{broker}:resting:{token}"
