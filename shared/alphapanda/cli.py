@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alphapanda.brokers.factory import TraderUnavailable
-from alphapanda.config import ConfigError, load_settings
+from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.domain.instruments import InstrumentFileError
 from alphapanda.domain.strategy import StrategyConfigError
 from alphapanda.feed import TickFileError
@@ -74,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
     feed.add_argument("--replay", type=_existing_file, help="replay this CSV tick file, then stop")
 
+    halt = sub.add_parser(
+        "halt",
+        help="stop a broker trading (kill switch), optionally closing every open position",
+        description="Set the broker's kill switch to HALTED: risk rejects every new signal. With --flatten, "
+        "a closing signal for every open position goes through the normal pipeline (risk still applies). "
+        "Reaches the running `alphapanda run`, or the servers named by ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS "
+        "and ALPHAPANDA_REDIS__URL.",
+    )
+    halt.add_argument("--broker", required=True, help="the broker to halt, e.g. paper")
+    halt.add_argument("--flatten", action="store_true", help="also close every open position")
+    halt.add_argument(
+        "--reducing", action="store_true", help="REDUCING instead: only position-reducing signals pass"
+    )
+    resume = sub.add_parser("resume", help="let a halted or reducing broker trade again (kill switch ACTIVE)")
+    resume.add_argument("--broker", required=True)
+    reconcile = sub.add_parser(
+        "reconcile", help="check that the broker's positions equal the sum of the fills on its topic"
+    )
+    reconcile.add_argument("--broker", required=True)
+
     sim = sub.add_parser(
         "simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)"
     )
@@ -96,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "feed":
             return _feed(args)
+        if args.command in ("halt", "resume"):
+            return _kill_switch(args)
+        if args.command == "reconcile":
+            return _reconcile(args)
     except (ConfigError, StrategyConfigError, InstrumentFileError, TickFileError, TraderUnavailable) as exc:
         print(f"alphapanda: {exc}", file=sys.stderr)
         return 2
@@ -153,6 +177,61 @@ def _feed(args: argparse.Namespace) -> int:
         print(f"alphapanda: the feed failed: {feeder.failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _operator_settings(broker: str) -> Settings:
+    from alphapanda.runtime.runinfo import resolve_endpoints
+    from alphapanda.topics import validate_broker_name
+
+    try:
+        validate_broker_name(broker)
+    except ValueError as exc:
+        raise ConfigError(f"--broker: {exc}") from None
+    return resolve_endpoints(load_settings())
+
+
+def _kill_switch(args: argparse.Namespace) -> int:
+    from alphapanda.domain.risk import BrokerState
+    from alphapanda.runtime.bootstrap import connect
+    from alphapanda.runtime.operations import flatten_signals, set_broker_state
+
+    settings = _operator_settings(args.broker)
+    store, publisher = connect(settings)
+    if args.command == "resume":
+        old = set_broker_state(store, publisher, args.broker, BrokerState.ACTIVE, "resumed by the operator")
+        print(f"{args.broker}: {old.value} -> ACTIVE")
+        publisher.close()
+        return 0
+    state = BrokerState.REDUCING if args.reducing else BrokerState.HALTED
+    old = set_broker_state(store, publisher, args.broker, state, "set by the operator")
+    print(f"{args.broker}: {old.value} -> {state.value}")
+    if args.flatten:
+        closing = flatten_signals(store, args.broker)
+        publisher.publish(closing)
+        print(f"sent {len(closing)} closing signals through the pipeline (risk still applies)")
+    publisher.close()
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from alphapanda.runtime.bootstrap import connect
+    from alphapanda.runtime.operations import reconcile
+
+    settings = _operator_settings(args.broker)
+    store, publisher = connect(settings)
+    publisher.close()
+    result = reconcile(store, settings.kafka.bootstrap_servers, args.broker)
+    print(
+        f"{args.broker}: {result.fills} fills on the topic ({result.duplicates} redelivered copies ignored), "
+        f"{result.positions} open positions in the portfolio"
+    )
+    for b in result.breaks:
+        print(
+            f"  BREAK {b.strategy} {b.instrument_token}: "
+            f"fills say {b.from_fills}, portfolio says {b.in_portfolio}"
+        )
+    print("positions equal the sum of fills" if result.ok else f"{len(result.breaks)} positions do not match")
+    return 0 if result.ok else 1
 
 
 def _simulate(args: argparse.Namespace) -> int:

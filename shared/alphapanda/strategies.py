@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -11,10 +12,27 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alphapanda.config import describe_validation_error
+from alphapanda.config import RiskLimits, describe_validation_error
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.strategy import Strategy, StrategyConfigError, build_strategy
 from alphapanda.topics import validate_broker_name
+
+
+class StrategyRisk(BaseModel):
+    """A strategy's own risk settings: its capital allocation, and limits tighter than its broker's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capital_allocation: Decimal | None = Field(default=None, gt=0, description="Rupees of exposure at most.")
+    max_order_value: Decimal | None = Field(default=None, gt=0)
+    max_position_quantity: int | None = Field(default=None, gt=0)
+    max_position_value: Decimal | None = Field(default=None, gt=0)
+    max_trades_per_day: int | None = Field(default=None, gt=0)
+
+    def apply_to(self, limits: RiskLimits) -> RiskLimits:
+        """The broker's limits with this strategy's overrides on top."""
+        overrides = self.model_dump(exclude_none=True, exclude={"capital_allocation"})
+        return limits.model_copy(update=overrides) if overrides else limits
 
 
 class StrategyEntry(BaseModel):
@@ -25,6 +43,7 @@ class StrategyEntry(BaseModel):
     instruments: list[str] | Literal["all"]
     brokers: list[str] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    risk: StrategyRisk = Field(default_factory=StrategyRisk)
 
 
 class StrategiesFile(BaseModel):
@@ -39,6 +58,7 @@ class StrategySpec:
     strategy: Strategy
     tokens: frozenset[int]
     brokers: tuple[str, ...]
+    risk: StrategyRisk = field(default_factory=StrategyRisk)
 
 
 def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) -> list[StrategySpec]:
@@ -72,7 +92,7 @@ def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) 
             strategy = build_strategy(entry.kind, entry.params)
         except (StrategyConfigError, ValueError) as exc:
             raise StrategyConfigError(f"{where}: {exc}") from None
-        specs.append(StrategySpec(entry.name, strategy, tokens, tuple(entry.brokers)))
+        specs.append(StrategySpec(entry.name, strategy, tokens, tuple(entry.brokers), entry.risk))
     return specs
 
 

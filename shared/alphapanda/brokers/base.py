@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -16,13 +17,19 @@ class Quote:
     bid: Decimal
     ask: Decimal
     last_price: Decimal
+    at: datetime | None = None
+    """The exchange time of the tick: the market clock as this instrument last saw it."""
 
     def to_json(self) -> dict[str, str]:
-        return {"bid": str(self.bid), "ask": str(self.ask), "ltp": str(self.last_price)}
+        raw = {"bid": str(self.bid), "ask": str(self.ask), "ltp": str(self.last_price)}
+        if self.at is not None:
+            raw["at"] = self.at.isoformat()
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, str]) -> Quote:
-        return cls(Decimal(raw["bid"]), Decimal(raw["ask"]), Decimal(raw["ltp"]))
+        at = datetime.fromisoformat(raw["at"]) if "at" in raw else None
+        return cls(Decimal(raw["bid"]), Decimal(raw["ask"]), Decimal(raw["ltp"]), at)
 
 
 @dataclass(frozen=True, slots=True)

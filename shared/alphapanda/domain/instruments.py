@@ -22,6 +22,8 @@ class Instrument:
     lot_size: int
     reference_price: Decimal
     """A recent price, used only to start the simulator somewhere realistic."""
+    freeze_quantity: int | None = None
+    """The exchange's freeze quantity (F&O): larger orders must be sliced."""
 
     @property
     def asset_class(self) -> str:
@@ -63,6 +65,7 @@ def parse_instruments(text: str, origin: str = "instruments") -> list[Instrument
                 tick_size=Decimal(row["tick_size"]),
                 lot_size=int(row["lot_size"]),
                 reference_price=Decimal(row["reference_price"]),
+                freeze_quantity=int(row["freeze_quantity"]) if row.get("freeze_quantity") else None,
             )
         except (ValueError, ArithmeticError) as exc:
             raise InstrumentFileError(f"{origin} line {n}: {exc}") from None

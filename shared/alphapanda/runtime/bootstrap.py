@@ -11,7 +11,9 @@ import redis
 from alphapanda.brokers.factory import TraderFactory
 from alphapanda.bus.kafka import EventPublisher, ensure_topics
 from alphapanda.config import Settings
+from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.domain.instruments import Instrument, load_instruments
+from alphapanda.domain.risk import InstrumentLimits
 from alphapanda.stages import AnyStage, Stage
 from alphapanda.stages.portfolio_manager import PortfolioManager
 from alphapanda.stages.risk_manager import RiskManager
@@ -20,6 +22,14 @@ from alphapanda.stages.trading_engine import TradingEngine
 from alphapanda.state.store import RedisStateStore
 from alphapanda.strategies import StrategySpec, load_strategies
 from alphapanda.topics import Function, all_topics, broker_kind
+
+
+def risk_limits_of(instrument: Instrument) -> InstrumentLimits:
+    return InstrumentLimits(
+        lot_size=instrument.lot_size,
+        freeze_quantity=instrument.freeze_quantity,
+        derivative=instrument.instrument_type != "EQ",
+    )
 
 
 @dataclass(frozen=True)
@@ -51,12 +61,19 @@ def build_core(settings: Settings) -> Core:
     strategies = load_strategies(settings.strategies_file, instruments)
     brokers = frozenset(settings.brokers)
     by_token = {i.instrument_token: i for i in instruments}
+    calendar = load_trading_calendar()
     traders = TraderFactory(settings, by_token)
     for broker in settings.brokers:
         traders.for_broker(broker)  # fail at start, not on the first signal
     stages: dict[Function, Stage] = {
         Function.STRATEGY_RUNNER: StrategyRunner(strategies, brokers),
-        Function.RISK_MANAGER: RiskManager(brokers, limits_for=lambda b: settings.for_broker(b).risk),
+        Function.RISK_MANAGER: RiskManager(
+            brokers,
+            limits_for=lambda b: settings.for_broker(b).risk,
+            strategy_risk={s.name: s.risk for s in strategies},
+            instruments={i.instrument_token: risk_limits_of(i) for i in instruments},
+            calendar=calendar,
+        ),
         Function.TRADING_ENGINE: TradingEngine(brokers, traders=traders),
         Function.PORTFOLIO_MANAGER: PortfolioManager(brokers),
     }

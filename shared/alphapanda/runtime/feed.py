@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from alphapanda.bus.kafka import EventPublisher
+from alphapanda.domain.calendar import CalendarCoverageError, TradingCalendar, to_ist
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.simulator import MarketSimulator
 from alphapanda.events import MarketTick, now
 from alphapanda.feed import TickStamper
 
 
-def live_simulation(instruments: list[Instrument], seed: int) -> Iterator[MarketTick]:
-    """Simulated ticks stamped with the wall clock, for a live-looking run."""
-    sim = MarketSimulator(instruments, seed=seed, start=now())
+def session_start_for_simulation(calendar: TradingCalendar, at: datetime) -> datetime:
+    """Where a live simulation's market clock starts: now in session, else the latest session open.
+
+    Risk judges the trading session by event time, so a simulation run at night trades in the
+    most recent NSE session instead of being rejected as after hours.
+    """
+    if calendar.is_open(at):
+        return at
+    day = to_ist(at).date()
+    for back in range(15):
+        candidate = day - timedelta(days=back)
+        with contextlib.suppress(ValueError, CalendarCoverageError):
+            if calendar.is_trading_day(candidate):
+                opens = calendar.session_bounds(candidate).open
+                if opens <= at:
+                    return opens
+    return at
+
+
+def live_simulation(
+    instruments: list[Instrument], seed: int, market_start: datetime | None = None
+) -> Iterator[MarketTick]:
+    """Simulated ticks in real time; their market clock starts at `market_start` (default: now)."""
+    wall_start = now()
+    offset = (market_start or wall_start) - wall_start
+    sim = MarketSimulator(instruments, seed=seed, start=wall_start + offset)
     while True:
-        yield sim.next_tick(at=now())
+        yield sim.next_tick(at=now() + offset)
 
 
 def fixed_simulation(

@@ -15,11 +15,13 @@ from rich.table import Table
 
 from alphapanda.bus.dispatcher import Dispatcher
 from alphapanda.config import Settings
-from alphapanda.events import EventType, MarketTick
+from alphapanda.domain.calendar import load_trading_calendar
+from alphapanda.events import EventType, MarketTick, now
 from alphapanda.feed import read_ticks_csv
 from alphapanda.runtime.bootstrap import Core, build_core, connect, infrastructure
-from alphapanda.runtime.feed import FeedPublisher, live_simulation
+from alphapanda.runtime.feed import FeedPublisher, live_simulation, session_start_for_simulation
 from alphapanda.runtime.reports import BrokerSummary, broker_summary
+from alphapanda.runtime.runinfo import remove_runinfo, write_runinfo
 from alphapanda.state.store import StateStore
 from alphapanda.topics import Function, bindings
 
@@ -76,6 +78,7 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
                 f"brokers {','.join(settings.brokers)}  instruments {len(instruments)}"
             )
             store, publisher = connect(settings)
+            write_runinfo(settings)
             dispatcher = Dispatcher(
                 bindings(list(settings.brokers)),
                 core.stage_for,
@@ -85,10 +88,13 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
                 settings.delivery,
             )
             dispatcher.start()
+            market_start = session_start_for_simulation(load_trading_calendar(), now())
+            if not options.replay:
+                console.print(f"simulated NSE market clock starts at {market_start:%Y-%m-%d %H:%M:%S %Z}")
             ticks: Iterator[MarketTick] = (
                 read_ticks_csv(options.replay)
                 if options.replay
-                else live_simulation(instruments, options.seed)
+                else live_simulation(instruments, options.seed, market_start)
             )
             feed = FeedPublisher(ticks, publisher, options.rate)
             started = time.monotonic()
@@ -109,6 +115,7 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
                 raise RuntimeError(f"market feed failed: {feed.failed}") from feed.failed
             return totals
     finally:
+        remove_runinfo()
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -36,8 +36,11 @@ class StrategyRunner:
         tick = _tick(event)
         token = tick.instrument_token
         view = TickView(token, (tick.bid + tick.ask) / 2, tick.last_price)
-        quote = Quote(tick.bid, tick.ask, tick.last_price)
-        writes = {keys.quote(token): json.dumps(quote.to_json())}
+        quote = Quote(tick.bid, tick.ask, tick.last_price, tick.exchange_timestamp)
+        writes = {
+            keys.quote(token): json.dumps(quote.to_json()),
+            keys.symbol(token): f"{tick.exchange}:{tick.tradingsymbol}",
+        }
         outputs: list[Event] = []
         source = source_of(self.function.value)
         for spec in self._specs_for(token):

@@ -8,6 +8,11 @@ def quote(token: int) -> str:
     return f"market:quote:{token}"
 
 
+def symbol(token: int) -> str:
+    """`EXCHANGE:SYMBOL` of an instrument, as the last tick named it."""
+    return f"market:symbol:{token}"
+
+
 def indicator(strategy: str, token: int) -> str:
     return f"strategy:{strategy}:{token}"
 

@@ -63,10 +63,11 @@ def test_max_order_value_when_value_exceeds_limit_then_fails_with_both_amounts()
     assert reason == "order value Rs 101000.00 exceeds the limit of Rs 100000.00"
 
 
-def test_max_order_value_when_last_price_known_then_it_is_used_over_reference_price() -> None:
-    # 60 x 1,000 = 60,000 would pass; 60 x 2,000 = 1,20,000 does not.
-    assert MaxOrderValue().check(_ctx(quantity=60, reference_price="1000", last_price="2000")) is not None
-    assert MaxOrderValue().check(_ctx(quantity=60, reference_price="2000", last_price="1000")) is None
+def test_max_order_value_when_last_price_differs_then_the_signals_own_price_is_used() -> None:
+    # Valued at the strategy's price, so the decision is the same on every replay:
+    # 60 x 2,000 = 1,20,000 fails whatever the last tick says; 60 x 1,000 = 60,000 passes.
+    assert MaxOrderValue().check(_ctx(quantity=60, reference_price="2000", last_price="1000")) is not None
+    assert MaxOrderValue().check(_ctx(quantity=60, reference_price="1000", last_price="2000")) is None
 
 
 def test_max_order_value_when_selling_then_value_is_still_checked() -> None:

@@ -190,22 +190,25 @@ def test_strategy_runner_when_tick_arrives_then_quote_and_indicator_state_are_st
 
     stages.process(runner, _tick_event(1, "1479.95", "1480.05"), store)
 
-    assert json.loads(store.get(keys.quote(TOKEN)) or "") == {
+    quote = json.loads(store.get(keys.quote(TOKEN)) or "")
+    assert {k: quote[k] for k in ("bid", "ask", "ltp")} == {
         "bid": "1479.95",
         "ask": "1480.05",
         "ltp": "1480.05",
     }
+    assert datetime.fromisoformat(quote["at"]).tzinfo is not None
+    assert store.get(keys.symbol(TOKEN)) == "NSE:RELIANCE"
     assert json.loads(store.get(keys.indicator("ema_test", TOKEN)) or "")["n"] == 1
 
 
-def test_strategy_runner_when_instrument_not_traded_then_only_the_quote_is_stored(
+def test_strategy_runner_when_instrument_not_traded_then_only_market_data_is_stored(
     store: MemoryStateStore,
 ) -> None:
     spec = replace(SPEC, tokens=frozenset({1}))
     runner = StrategyRunner([spec], brokers=frozenset({"paper"}))
 
     assert stages.process(runner, _tick_event(1, "1479.95", "1480.05"), store) == []
-    assert list(store.snapshot()) == [keys.quote(TOKEN)]
+    assert sorted(store.snapshot()) == sorted([keys.quote(TOKEN), keys.symbol(TOKEN)])
 
 
 def test_process_when_same_tick_delivered_twice_then_same_outputs_and_state_changes_once(

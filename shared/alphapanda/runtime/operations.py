@@ -1,0 +1,165 @@
+"""Operator actions on a running deployment: the kill switch, flattening, reconciliation."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis
+
+from alphapanda.brokers.base import Quote
+from alphapanda.bus.kafka import EventPublisher
+from alphapanda.bus.log import read_log
+from alphapanda.domain.risk import BrokerState
+from alphapanda.events import (
+    Alert,
+    Event,
+    EventType,
+    OrderFilled,
+    Severity,
+    Side,
+    Signal,
+    derive_id,
+    now,
+    source_of,
+)
+from alphapanda.runtime.reports import books
+from alphapanda.state import keys
+from alphapanda.state.store import RedisStateStore
+from alphapanda.topics import orders_filled
+
+
+def broker_state(client: redis.Redis, broker: str) -> BrokerState:
+    raw = client.get(keys.control(broker))
+    return BrokerState(raw.decode() if isinstance(raw, bytes) else str(raw)) if raw else BrokerState.ACTIVE
+
+
+def _alert_event(broker: str, alert: Alert) -> Event:
+    event_id = str(uuid.uuid4())
+    return Event(
+        id=event_id,
+        type=EventType.ALERT,
+        source=source_of("operator", broker),
+        data=alert,
+        partitionkey=broker,
+        correlationid=event_id,
+        causationid=event_id,
+        broker=broker,
+    )
+
+
+def set_broker_state(
+    store: RedisStateStore, publisher: EventPublisher, broker: str, state: BrokerState, why: str
+) -> BrokerState:
+    """Switch the broker's kill switch and announce it on `{broker}.alerts`; return the old state."""
+    old = broker_state(store.client, broker)
+    store.client.set(keys.control(broker), state.value)
+    alert = Alert(
+        kind="kill_switch",
+        severity=Severity.INFO if state is BrokerState.ACTIVE else Severity.CRITICAL,
+        message=f"{broker}: {old.value} -> {state.value} ({why})",
+        details={"broker": broker, "from": old.value, "to": state.value},
+        raised_at=now(),
+    )
+    publisher.publish([_alert_event(broker, alert)])
+    return old
+
+
+def flatten_signals(store: RedisStateStore, broker: str, request_id: str | None = None) -> list[Event]:
+    """A closing signal for every open position of `broker`, to send through the normal pipeline.
+
+    Each is stamped with its instrument's last tick time (the market clock, which risk's session
+    rule judges) and priced at the last quote.
+    """
+    request_id = request_id or str(uuid.uuid4())
+    out: list[Event] = []
+    for strategy, book in books(store, broker).items():
+        for token, pos in book.positions:
+            if pos.net_quantity == 0:
+                continue
+            raw = store.get(keys.quote(token))
+            quote = Quote.from_json(json.loads(raw)) if raw else None
+            mark = quote.last_price if quote else pos.average_price
+            at: datetime = quote.at if quote and quote.at else now()
+            exchange, _, symbol = (store.get(keys.symbol(token)) or f"NSE:{token}").partition(":")
+            signal = Signal(
+                instrument_token=token,
+                tradingsymbol=symbol,
+                exchange=exchange,
+                strategy=strategy,
+                side=Side.SELL if pos.net_quantity > 0 else Side.BUY,
+                quantity=abs(pos.net_quantity),
+                reference_price=mark,
+                bid=quote.bid if quote else None,
+                ask=quote.ask if quote else None,
+                reason="flatten requested by the operator",
+                flatten=True,
+                tick_time=at,
+            )
+            event_id = derive_id("flatten", request_id, broker, strategy, str(token))
+            out.append(
+                Event(
+                    id=event_id,
+                    type=EventType.SIGNAL_RAW,
+                    source=source_of("operator", broker),
+                    data=signal,
+                    partitionkey=str(token),
+                    correlationid=derive_id(event_id, "idea"),
+                    causationid=request_id,
+                    broker=broker,
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class PositionBreak:
+    strategy: str
+    instrument_token: int
+    from_fills: int
+    in_portfolio: int
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    broker: str
+    fills: int
+    duplicates: int
+    positions: int
+    breaks: tuple[PositionBreak, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+def reconcile(store: RedisStateStore, bootstrap_servers: str, broker: str) -> Reconciliation:
+    """Check that the portfolio's positions equal the sum of the fills on `{broker}.orders.filled`."""
+    from_fills: dict[tuple[str, int], int] = defaultdict(int)
+    seen: set[str] = set()
+    duplicates = 0
+    for record in read_log(bootstrap_servers, [orders_filled(broker)]):
+        event = record.event
+        if event is None or not isinstance(event.data, OrderFilled):
+            continue
+        if event.id in seen:
+            duplicates += 1
+            continue
+        seen.add(event.id)
+        fill = event.data
+        from_fills[(fill.strategy, fill.instrument_token)] += fill.side.sign * fill.quantity
+    in_portfolio = {
+        (strategy, token): pos.net_quantity
+        for strategy, book in books(store, broker).items()
+        for token, pos in book.positions
+    }
+    both = sorted(set(from_fills) | set(in_portfolio))
+    breaks = tuple(
+        PositionBreak(s, t, from_fills.get((s, t), 0), in_portfolio.get((s, t), 0))
+        for s, t in both
+        if from_fills.get((s, t), 0) != in_portfolio.get((s, t), 0)
+    )
+    return Reconciliation(broker, len(seen), duplicates, sum(1 for q in in_portfolio.values() if q), breaks)

@@ -1,0 +1,130 @@
+"""The risk ledger: what the risk manager has reserved, and how it is given back.
+
+A validated signal reserves its quantity at once (before it fills), so N risk instances
+racing on one limit see each other's reservations; an order that fails, is cancelled or
+leaves an unfilled remainder gives its share back. These functions are pure: they turn the
+ledger's current values into the writes a stage commits in its own transaction.
+
+Per broker the ledger holds, for each instrument, the reserved net quantity and its notional
+(|quantity| x price at the last change), their sum (gross exposure), each strategy's reserved
+quantity and notional per instrument (against its capital allocation), and the number of open
+orders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from alphapanda.state import keys
+
+ZERO = Decimal(0)
+
+
+def ledger_reads(broker: str, token: int, strategy: str) -> list[str]:
+    """The keys `reserve`/`release` need, to add to a stage's reads."""
+    return [
+        keys.risk_position(broker, token),
+        keys.risk_notional(broker, token),
+        keys.risk_gross(broker),
+        keys.risk_strategy_notional(broker, strategy),
+        keys.risk_open_orders(broker),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerView:
+    """The ledger values one signal touches, decoded."""
+
+    position: int
+    notional: Decimal
+    gross: Decimal
+    strategy_positions: dict[str, list[str]]
+    """token -> [reserved quantity, notional] for the signal's strategy."""
+    open_orders: int
+
+    @classmethod
+    def read(cls, values: Mapping[str, str | None], broker: str, token: int, strategy: str) -> LedgerView:
+        pos_key, notional_key, gross_key, strategy_key, open_key = ledger_reads(broker, token, strategy)
+        raw_strategy = values.get(strategy_key)
+        return cls(
+            position=int(values.get(pos_key) or 0),
+            notional=Decimal(values.get(notional_key) or 0),
+            gross=Decimal(values.get(gross_key) or 0),
+            strategy_positions=json.loads(raw_strategy) if raw_strategy else {},
+            open_orders=int(values.get(open_key) or 0),
+        )
+
+    def strategy_exposure(self) -> Decimal:
+        return sum((Decimal(n) for _q, n in self.strategy_positions.values()), ZERO)
+
+    def strategy_quantity(self, token: int) -> int:
+        return int(self.strategy_positions.get(str(token), ["0", "0"])[0])
+
+    def after(self, token: int, signed_quantity: int, price: Decimal) -> tuple[Decimal, Decimal]:
+        """Gross exposure and the strategy's exposure if `signed_quantity` more were reserved at `price`."""
+        new_notional = abs(self.position + signed_quantity) * price
+        gross = self.gross - self.notional + new_notional
+        old_strategy = Decimal(self.strategy_positions.get(str(token), ["0", "0"])[1])
+        new_strategy = abs(self.strategy_quantity(token) + signed_quantity) * price
+        return gross, self.strategy_exposure() - old_strategy + new_strategy
+
+
+def _change(
+    values: Mapping[str, str | None],
+    broker: str,
+    token: int,
+    strategy: str,
+    signed_quantity: int,
+    price: Decimal,
+    open_orders_delta: int,
+) -> dict[str, str]:
+    view = LedgerView.read(values, broker, token, strategy)
+    pos_key, notional_key, gross_key, strategy_key, open_key = ledger_reads(broker, token, strategy)
+    position = view.position + signed_quantity
+    notional = abs(position) * price
+    strategy_positions = dict(view.strategy_positions)
+    strategy_qty = view.strategy_quantity(token) + signed_quantity
+    if strategy_qty == 0:
+        strategy_positions.pop(str(token), None)
+    else:
+        strategy_positions[str(token)] = [str(strategy_qty), str(abs(strategy_qty) * price)]
+    return {
+        pos_key: str(position),
+        notional_key: str(notional),
+        gross_key: str(max(view.gross - view.notional + notional, ZERO)),
+        strategy_key: json.dumps(strategy_positions, sort_keys=True),
+        open_key: str(max(view.open_orders + open_orders_delta, 0)),
+    }
+
+
+def reserve(
+    values: Mapping[str, str | None],
+    broker: str,
+    token: int,
+    strategy: str,
+    signed_quantity: int,
+    price: Decimal,
+) -> dict[str, str]:
+    """Writes that reserve `signed_quantity` at `price` and count one more open order."""
+    return _change(values, broker, token, strategy, signed_quantity, price, +1)
+
+
+def release(
+    values: Mapping[str, str | None],
+    broker: str,
+    token: int,
+    strategy: str,
+    signed_quantity: int,
+    price: Decimal,
+    *,
+    order_done: bool,
+) -> dict[str, str]:
+    """Writes that give back `signed_quantity` (side sign x unfilled quantity) of a reservation.
+
+    With `order_done` the order also stops counting as open. Filled quantity is never released:
+    it became a position, which the reservation goes on covering.
+    """
+    return _change(values, broker, token, strategy, -signed_quantity, price, -1 if order_done else 0)
