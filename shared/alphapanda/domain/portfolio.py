@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -16,16 +16,23 @@ class Position:
     net_quantity: int = 0
     average_price: Decimal = ZERO
     realised_pnl: Decimal = ZERO
+    product: str = "MIS"
+    """The product of the fills that built the position (MIS is squared off intraday)."""
 
     def unrealised_pnl(self, mark: Decimal) -> Decimal:
         return (mark - self.average_price) * self.net_quantity
 
     def to_json(self) -> dict[str, Any]:
-        return {"q": self.net_quantity, "avg": str(self.average_price), "rpnl": str(self.realised_pnl)}
+        return {
+            "q": self.net_quantity,
+            "avg": str(self.average_price),
+            "rpnl": str(self.realised_pnl),
+            "p": self.product,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Position:
-        return cls(raw["q"], Decimal(raw["avg"]), Decimal(raw["rpnl"]))
+        return cls(raw["q"], Decimal(raw["avg"]), Decimal(raw["rpnl"]), raw.get("p", "MIS"))
 
 
 def apply_fill(position: Position, side: Side, quantity: int, price: Decimal) -> Position:
@@ -39,16 +46,16 @@ def apply_fill(position: Position, side: Side, quantity: int, price: Decimal) ->
     if q == 0 or (q > 0) == (signed > 0):
         new_q = q + signed
         avg = (position.average_price * abs(q) + price * quantity) / abs(new_q)
-        return Position(new_q, avg, position.realised_pnl)
+        return Position(new_q, avg, position.realised_pnl, position.product)
     closed = min(abs(q), quantity)
     direction = 1 if q > 0 else -1
     realised = position.realised_pnl + (price - position.average_price) * closed * direction
     new_q = q + signed
     if new_q == 0:
-        return Position(0, ZERO, realised)
+        return Position(0, ZERO, realised, position.product)
     if (new_q > 0) == (q > 0):
-        return Position(new_q, position.average_price, realised)
-    return Position(new_q, price, realised)
+        return Position(new_q, position.average_price, realised, position.product)
+    return Position(new_q, price, realised, position.product)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +74,18 @@ class Book:
         return Position()
 
     def with_fill(
-        self, token: int, side: Side, quantity: int, price: Decimal, charges: Decimal = ZERO
+        self,
+        token: int,
+        side: Side,
+        quantity: int,
+        price: Decimal,
+        charges: Decimal = ZERO,
+        product: str | None = None,
     ) -> Book:
         """Apply one fill: cash moves by the traded value and the charges, the position updates."""
         new_pos = apply_fill(self.position(token), side, quantity, price)
+        if product is not None:
+            new_pos = replace(new_pos, product=product)
         others = tuple((t, p) for t, p in self.positions if t != token)
         cash = self.cash - side.sign * price * quantity - charges
         return Book(

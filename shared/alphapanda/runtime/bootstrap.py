@@ -75,7 +75,7 @@ def build_core(settings: Settings) -> Core:
             calendar=calendar,
         ),
         Function.TRADING_ENGINE: TradingEngine(brokers, traders=traders),
-        Function.PORTFOLIO_MANAGER: PortfolioManager(brokers),
+        Function.PORTFOLIO_MANAGER: PortfolioManager(brokers, settings_for=settings.for_broker),
     }
     return Core(settings, instruments, strategies, stages)
 

@@ -14,16 +14,21 @@ from rich.live import Live
 from rich.table import Table
 
 from alphapanda.bus.dispatcher import Dispatcher
+from alphapanda.bus.kafka import EventPublisher
 from alphapanda.config import Settings
 from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.events import EventType, MarketTick, now
 from alphapanda.feed import read_ticks_csv
 from alphapanda.runtime.bootstrap import Core, build_core, connect, infrastructure
 from alphapanda.runtime.feed import FeedPublisher, live_simulation, session_start_for_simulation
+from alphapanda.runtime.marks import mark_to_market
 from alphapanda.runtime.reports import BrokerSummary, broker_summary
 from alphapanda.runtime.runinfo import remove_runinfo, write_runinfo
-from alphapanda.state.store import StateStore
+from alphapanda.state.store import RedisStateStore, StateStore
 from alphapanda.topics import Function, bindings
+
+MARK_INTERVAL_S = 5.0
+"""How often open positions are marked to market (PnL snapshots, today's PnL for the loss limit)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
             started = time.monotonic()
             feed.start()
             try:
-                _watch(core, dispatcher, feed, store, options, started, console)
+                _watch(core, dispatcher, feed, store, publisher, options, started, console)
             except (KeyboardInterrupt, _Stop):
                 console.print("stopping…")
             finally:
@@ -123,12 +128,14 @@ def _watch(
     core: Core,
     dispatcher: Dispatcher,
     feed: FeedPublisher,
-    store: StateStore,
+    store: RedisStateStore,
+    publisher: EventPublisher,
     options: RunOptions,
     started: float,
     console: Console,
 ) -> None:
     last_ticks, last_time = 0, started
+    last_mark = started
     rate = 0.0
     with Live(console=console, refresh_per_second=4, transient=False, auto_refresh=False) as live:
         while True:
@@ -137,6 +144,10 @@ def _watch(
             if now - last_time >= 1.0:
                 rate = (feed.published - last_ticks) / (now - last_time)
                 last_ticks, last_time = feed.published, now
+            if now - last_mark >= MARK_INTERVAL_S:
+                for broker in core.brokers:
+                    mark_to_market(store, publisher, broker)
+                last_mark = now
             if options.live_view:
                 live.update(_view(core, dispatcher, feed, store, rate, now - started), refresh=True)
             if options.duration is not None and now - started >= options.duration:

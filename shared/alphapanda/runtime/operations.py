@@ -28,7 +28,7 @@ from alphapanda.events import (
 )
 from alphapanda.runtime.reports import books
 from alphapanda.state import keys
-from alphapanda.state.store import RedisStateStore
+from alphapanda.state.store import RedisStateStore, StateStore
 from alphapanda.topics import orders_filled
 
 
@@ -68,7 +68,7 @@ def set_broker_state(
     return old
 
 
-def flatten_signals(store: RedisStateStore, broker: str, request_id: str | None = None) -> list[Event]:
+def flatten_signals(store: StateStore, broker: str, request_id: str | None = None) -> list[Event]:
     """A closing signal for every open position of `broker`, to send through the normal pipeline.
 
     Each is stamped with its instrument's last tick time (the market clock, which risk's session

@@ -1,39 +1,126 @@
-"""Portfolio manager: fills update positions, cash and PnL per broker and strategy."""
+"""Portfolio manager: fills update positions, cash and PnL per broker and strategy.
+
+Besides each strategy's book it keeps two broker-wide records, in the same transaction:
+the account (realised PnL, charges, margin held by open positions, funds available), which the
+paper broker checks orders against, and today's PnL (realised, and unrealised per position as
+last marked), which the risk manager checks the daily loss limit against.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from alphapanda.brokers.base import Quote
-from alphapanda.domain.portfolio import Book
-from alphapanda.events import Event, EventType, OrderFilled, PnlSnapshot, source_of
+from alphapanda.config import BrokerSettings
+from alphapanda.domain.calendar import to_ist
+from alphapanda.domain.portfolio import ZERO, Book, Position
+from alphapanda.events import Event, EventType, OrderFilled, PnlSnapshot, Product, source_of
 from alphapanda.stages import BrokerScoped
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
 from alphapanda.topics import Function
 
 
+def position_margin(position: Position, settings: BrokerSettings) -> Decimal:
+    """Funds an open position holds: MIS its value over the leverage, NRML a share, CNC all of it."""
+    value = abs(position.net_quantity) * position.average_price
+    if position.product == Product.MIS:
+        return value / settings.fills.mis_leverage
+    if position.product == Product.NRML:
+        return value * settings.fills.nrml_margin_pct / 100
+    return value
+
+
+@dataclass(frozen=True)
+class Account:
+    starting_cash: Decimal
+    realised: Decimal = ZERO
+    charges: Decimal = ZERO
+    margin: dict[str, str] = field(default_factory=dict)
+    """`strategy:token` -> rupees held by that open position."""
+
+    @property
+    def available(self) -> Decimal:
+        held = sum((Decimal(v) for v in self.margin.values()), ZERO)
+        return self.starting_cash + self.realised - self.charges - held
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "starting_cash": str(self.starting_cash),
+                "realised": str(self.realised),
+                "charges": str(self.charges),
+                "margin": self.margin,
+                "available": str(self.available),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | None, starting_cash: Decimal) -> Account:
+        if not raw:
+            return cls(starting_cash)
+        data = json.loads(raw)
+        return cls(
+            Decimal(data["starting_cash"]),
+            Decimal(data["realised"]),
+            Decimal(data["charges"]),
+            data["margin"],
+        )
+
+
 @dataclass(frozen=True)
 class PortfolioManager(BrokerScoped):
+    settings_for: Callable[[str], BrokerSettings] = field(default=lambda _b: BrokerSettings())
     function: Function = Function.PORTFOLIO_MANAGER
     accepts: EventType = EventType.ORDER_FILLED
 
     def reads(self, event: Event) -> list[str]:
         fill = _fill(event)
-        return [keys.book(self.owner(event), fill.strategy), keys.quote(fill.instrument_token)]
+        broker = self.owner(event)
+        day = to_ist(fill.filled_at).date().isoformat()
+        return [
+            keys.book(broker, fill.strategy),
+            keys.quote(fill.instrument_token),
+            keys.account(broker),
+            keys.day_pnl(broker, day),
+        ]
 
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
         fill = _fill(event)
         broker = self.owner(event)
-        book_key, quote_key = self.reads(event)
+        settings = self.settings_for(broker)
+        book_key, quote_key, account_key, day_key = self.reads(event)
         raw_book = values[book_key]
-        book = Book.from_json(json.loads(raw_book)) if raw_book else Book(cash=Decimal(0))
-        book = book.with_fill(fill.instrument_token, fill.side, fill.quantity, fill.price, fill.charges)
+        old_book = Book.from_json(json.loads(raw_book)) if raw_book else Book(cash=ZERO)
+        book = old_book.with_fill(
+            fill.instrument_token, fill.side, fill.quantity, fill.price, fill.charges, fill.product.value
+        )
+        pos = book.position(fill.instrument_token)
+        realised_delta = pos.realised_pnl - old_book.position(fill.instrument_token).realised_pnl
         raw_quote = values[quote_key]
         mark = Quote.from_json(json.loads(raw_quote)).last_price if raw_quote else fill.price
-        pos = book.position(fill.instrument_token)
+        slot = f"{fill.strategy}:{fill.instrument_token}"
+
+        account = Account.from_json(values[account_key], settings.starting_cash)
+        margin = dict(account.margin)
+        if pos.net_quantity:
+            margin[slot] = str(position_margin(pos, settings))
+        else:
+            margin.pop(slot, None)
+        account = Account(
+            account.starting_cash, account.realised + realised_delta, account.charges + fill.charges, margin
+        )
+
+        raw_day = values[day_key]
+        day: dict[str, Any] = json.loads(raw_day) if raw_day else {"realised": "0", "unrealised": {}}
+        day["realised"] = str(Decimal(day["realised"]) + realised_delta - fill.charges)
+        day["unrealised"][slot] = str(pos.unrealised_pnl(mark))
+
         snapshot = PnlSnapshot(
             instrument_token=fill.instrument_token,
             tradingsymbol=fill.tradingsymbol,
@@ -52,7 +139,11 @@ class PortfolioManager(BrokerScoped):
         source = source_of(self.function.value, broker)
         return Decision(
             outputs=[event.child("pnl", snapshot, source=source)],
-            writes={book_key: json.dumps(book.to_json())},
+            writes={
+                book_key: json.dumps(book.to_json()),
+                account_key: account.to_json(),
+                day_key: json.dumps(day, sort_keys=True),
+            },
             set_adds={keys.books_index(broker): fill.strategy},
         )
 

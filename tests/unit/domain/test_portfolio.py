@@ -121,7 +121,7 @@ def test_book_json_when_encoded_then_money_is_text_not_float() -> None:
         "cash": "-0.10",
         "charges": "0",
         "trades": 1,
-        "positions": {str(TOKEN): {"q": 1, "avg": "0.20", "rpnl": "0"}},
+        "positions": {str(TOKEN): {"q": 1, "avg": "0.20", "rpnl": "0", "p": "MIS"}},
     }
 
 
