@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alphapanda import cli_trace, cli_zerodha
 from alphapanda.brokers.factory import TraderUnavailable
+from alphapanda.brokers.zerodha.session import SessionError
 from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.domain.instruments import InstrumentFileError
 from alphapanda.domain.strategy import StrategyConfigError
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     run.add_argument("--replay", type=_existing_file, help="replay this CSV tick file instead of simulating")
     run.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
+    run.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (0 picks a free one)"
+    )
 
     feed = sub.add_parser(
         "feed",
@@ -73,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--seed", type=int, default=7)
     feed.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
     feed.add_argument("--replay", type=_existing_file, help="replay this CSV tick file, then stop")
+    feed.add_argument(
+        "--source",
+        choices=("simulator", "kite"),
+        default="simulator",
+        help="simulate ticks, or stream the instruments from KiteTicker (needs `alphapanda login`)",
+    )
 
     halt = sub.add_parser(
         "halt",
@@ -94,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--broker", required=True)
 
+    cli_trace.register(sub)
+    cli_zerodha.register(sub)
+
     sim = sub.add_parser(
         "simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)"
     )
@@ -110,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        traced = cli_trace.run(args)
+        if traced is not None:
+            return traced
+        if args.command != "reconcile":
+            zerodha = cli_zerodha.run(args)
+            if zerodha is not None:
+                return zerodha
         if args.command == "run":
             return _run(args)
         if args.command == "simulate":
@@ -120,7 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _kill_switch(args)
         if args.command == "reconcile":
             return _reconcile(args)
-    except (ConfigError, StrategyConfigError, InstrumentFileError, TickFileError, TraderUnavailable) as exc:
+    except (
+        ConfigError,
+        StrategyConfigError,
+        InstrumentFileError,
+        TickFileError,
+        TraderUnavailable,
+        SessionError,
+    ) as exc:
         print(f"alphapanda: {exc}", file=sys.stderr)
         return 2
     return 2
@@ -135,6 +163,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.strategies is not None:
         overrides["strategies_file"] = args.strategies
     settings = load_settings(**overrides)
+    if args.metrics_port is not None:
+        from alphapanda.metrics import start_metrics_server
+
+        port = start_metrics_server(args.metrics_port)
+        print(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
     options = RunOptions(
         rate=args.rate,
         seed=args.seed,
@@ -161,6 +194,11 @@ def _feed(args: argparse.Namespace) -> int:
     market = [market_ticks(a) for a in ASSET_CLASSES]
     ensure_topics(bootstrap, market + [dlq(t) for t in market], settings.kafka.partitions)
     instruments = load_instruments(settings.instruments_file)[: args.instruments]
+    if args.source == "kite":
+        from alphapanda.brokers.zerodha.ticker_feed import run_kite_feed
+
+        run_kite_feed(settings, instruments=instruments)
+        return 0
     ticks = read_ticks_csv(args.replay) if args.replay else live_simulation(instruments, args.seed)
     publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
     feeder = FeedPublisher(ticks, publisher, args.rate)
@@ -231,7 +269,10 @@ def _reconcile(args: argparse.Namespace) -> int:
             f"fills say {b.from_fills}, portfolio says {b.in_portfolio}"
         )
     print("positions equal the sum of fills" if result.ok else f"{len(result.breaks)} positions do not match")
-    return 0 if result.ok else 1
+    code = 0 if result.ok else 1
+    # A live broker is also compared with the venue's own positions.
+    venue = cli_zerodha.run(args)
+    return max(code, venue or 0)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -30,8 +30,15 @@ class StrategyRisk(BaseModel):
     max_trades_per_day: int | None = Field(default=None, gt=0)
 
     def apply_to(self, limits: RiskLimits) -> RiskLimits:
-        """The broker's limits with this strategy's overrides on top."""
-        overrides = self.model_dump(exclude_none=True, exclude={"capital_allocation"})
+        """The broker's limits with this strategy's overrides on top; an override only tightens.
+
+        Every overridable limit is a ceiling, so a strategy file can never lift its broker's.
+        """
+        overrides = {
+            name: value
+            for name, value in self.model_dump(exclude_none=True, exclude={"capital_allocation"}).items()
+            if value < getattr(limits, name)
+        }
         return limits.model_copy(update=overrides) if overrides else limits
 
 

@@ -135,6 +135,7 @@ PIPELINE: tuple[Subscription, ...] = (
     Subscription(Function.STRATEGY_RUNNER, Scope.SHARED, "market.{asset_class}.ticks"),
     Subscription(Function.RISK_MANAGER, Scope.BROKER, "{broker}.signals.raw"),
     Subscription(Function.TRADING_ENGINE, Scope.BROKER, "{broker}.signals.validated"),
+    Subscription(Function.ORDER_MATCHER, Scope.BROKER, "market.{asset_class}.ticks", kinds=("paper",)),
     Subscription(Function.PORTFOLIO_MANAGER, Scope.BROKER, "{broker}.orders.filled"),
 )
 """The pipeline: which function each topic triggers. The market feed is a source, not a subscriber."""

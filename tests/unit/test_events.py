@@ -362,3 +362,23 @@ def test_from_attributes_when_broker_is_empty_then_event_has_no_broker() -> None
     attrs["broker"] = ""
 
     assert from_attributes(attrs, body).broker is None
+
+
+def test_kafka_round_trip_when_decoded_then_partitionkey_is_the_token_text_not_bytes() -> None:
+    from alphapanda.bus.kafka import from_kafka, to_kafka
+    from alphapanda.events import MarketTick, tick_event
+
+    tick = MarketTick(
+        instrument_token=779521,
+        tradingsymbol="SBIN",
+        exchange="NSE",
+        last_price=Decimal("960.05"),
+        bid=Decimal("960.00"),
+        ask=Decimal("960.10"),
+        exchange_timestamp=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
+    )
+    key, value, headers = to_kafka(tick_event(tick, "t-1"))
+    assert key == b"779521"
+    decoded = from_kafka(key, value, headers)
+    assert decoded.partitionkey == "779521"
+    assert to_kafka(decoded)[0] == b"779521"

@@ -45,15 +45,17 @@ def test_pipeline_when_read_then_each_stage_consumes_the_previous_stages_output(
         (Function.STRATEGY_RUNNER, Scope.SHARED, "market.{asset_class}.ticks"),
         (Function.RISK_MANAGER, Scope.BROKER, "{broker}.signals.raw"),
         (Function.TRADING_ENGINE, Scope.BROKER, "{broker}.signals.validated"),
+        (Function.ORDER_MATCHER, Scope.BROKER, "market.{asset_class}.ticks"),
         (Function.PORTFOLIO_MANAGER, Scope.BROKER, "{broker}.orders.filled"),
     }
 
 
-def test_bindings_when_two_brokers_then_one_shared_runner_and_three_stages_per_broker() -> None:
+def test_bindings_when_two_brokers_then_one_runner_three_stages_each_and_a_paper_matcher() -> None:
     bound = topics.bindings(BROKERS)
 
-    assert len(bound) == 1 + 3 * 2
+    assert len(bound) == 1 + 3 * 2 + 1
     assert sorted((b.function.value, b.broker or "") for b in bound) == [
+        ("order_matcher", "paper"),
         ("portfolio_manager", "paper"),
         ("portfolio_manager", "zerodha"),
         ("risk_manager", "paper"),
@@ -78,6 +80,14 @@ def test_bindings_when_broker_stage_bound_then_group_and_topic_name_the_broker()
     assert risk.consumer_group == "alphapanda-paper-risk-manager"
     assert risk.topics == ("paper.signals.raw",)
     assert bound[(Function.PORTFOLIO_MANAGER, "zerodha")].topics == ("zerodha.orders.filled",)
+
+
+def test_bindings_when_paper_matcher_bound_then_it_reads_every_asset_class_in_its_own_group() -> None:
+    (matcher,) = [b for b in topics.bindings(BROKERS) if b.function is Function.ORDER_MATCHER]
+
+    assert matcher.broker == "paper"
+    assert matcher.topics == ("market.equity.ticks", "market.fno.ticks")
+    assert matcher.consumer_group == "alphapanda-paper-order-matcher"
 
 
 def test_bindings_when_no_brokers_then_only_the_shared_runner_remains() -> None:

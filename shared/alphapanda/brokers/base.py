@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from alphapanda.events import OrderFailed, OrderFilled, OrderSubmitted, Signal
+from alphapanda.events import OrderCancelled, OrderFailed, OrderFilled, OrderSubmitted, Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class OrderIds:
     fill_id: str
 
 
-OrderEvent = OrderSubmitted | OrderFilled | OrderFailed
+OrderEvent = OrderSubmitted | OrderFilled | OrderFailed | OrderCancelled
 
 
 class Trader(Protocol):

@@ -13,6 +13,7 @@ from alphapanda.bus.kafka import Headers
 from alphapanda.events import Event, InvalidEvent
 from alphapanda.stages import AnyStage, process
 from alphapanda.state.store import StateStore
+from alphapanda.telemetry import traced_delivery
 from alphapanda.topics import dlq
 
 # CloudEvent extension names: lowercase alphanumerics, at most 20 characters (the spec's advice).
@@ -27,8 +28,13 @@ class DeadLetter:
     attempts: int
 
 
+@traced_delivery
 def deliver(stage: AnyStage, event: Event, store: StateStore) -> list[Event] | DeadLetter:
-    """Process `event`; bad input becomes a `DeadLetter` (never retried), other errors raise."""
+    """Process `event`; bad input becomes a `DeadLetter` (never retried), other errors raise.
+
+    Each call is one attempt, traced and measured by `traced_delivery`: its outputs carry the
+    attempt's span as their `traceparent`.
+    """
     try:
         return process(stage, event, store)
     except InvalidEvent as exc:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver
 from alphapanda.bus.kafka import EventPublisher, PublishError, consumer_config, from_kafka
@@ -26,9 +26,13 @@ from alphapanda.config import DeliverySettings, KafkaSettings
 from alphapanda.events import Event, InvalidEvent
 from alphapanda.stages import AnyStage
 from alphapanda.state.store import StateStore
+from alphapanda.telemetry import record_dead_letter
 from alphapanda.topics import Binding, Function
 
 log = logging.getLogger(__name__)
+
+UNKNOWN_LAG = -1
+"""Lag before a partition has answered its first fetch: not idle, not a number of records."""
 
 
 @dataclass
@@ -66,6 +70,7 @@ class BindingWorker(threading.Thread):
         self._sleep = sleep
         self._stop_requested = threading.Event()
         self.ready = threading.Event()
+        self._start: dict[tuple[str, int], int] = {}
         self.failed: BaseException | None = None
 
     def stop(self) -> None:
@@ -115,10 +120,11 @@ class BindingWorker(threading.Thread):
                 raise RuntimeError(f"topic {topic} does not exist; was it created at start?")
             wanted.extend(TopicPartition(topic, p) for p in sorted(meta.partitions))
         committed = consumer.committed(wanted, timeout=15)
-        for tp in committed:
-            if tp.offset < 0:
-                tp.offset = OFFSET_BEGINNING
-        consumer.assign(committed)
+        # An uncommitted partition starts at offset 0 (on a Kafka whose retention removed it,
+        # auto.offset.reset=earliest moves on). Remember where each starts: until a partition
+        # delivers a record the client reports no position for it, and lag must not count it.
+        self._start = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._start.items()])
         return wanted
 
     @staticmethod
@@ -131,13 +137,18 @@ class BindingWorker(threading.Thread):
         raise RuntimeError(f"consumer error: {err.str()}")
 
     def _lag(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> int:
+        """Records not yet consumed, or UNKNOWN_LAG until every partition has answered a fetch.
+
+        The high watermarks are the ones fetch responses carried (cached), not a ListOffsets
+        query: Tansu's ListOffsets answers in record batches, not records, so it under-counts.
+        """
         lag = 0
         for tp, pos in zip(partitions, consumer.position(list(partitions)), strict=True):
-            _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-            if pos.offset >= 0:
-                lag += max(high - pos.offset, 0)
-            else:
-                lag += max(high - _low, 0)
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return UNKNOWN_LAG
+            start = pos.offset if pos.offset >= 0 else self._start.get((tp.topic, tp.partition), low)
+            lag += max(high - start, 0)
         return lag
 
     def _handle_batch(self, consumer: Consumer, records: Sequence[Message]) -> None:
@@ -146,23 +157,25 @@ class BindingWorker(threading.Thread):
         for record in records:
             result = self._deliver_with_retries(record)
             if isinstance(result, DeadLetter):
-                dead.append(
-                    dead_letter_record(
-                        str(record.topic()), record.key(), record.value(), _headers(record), result
-                    )
-                )
+                topic = str(record.topic())
+                record_dead_letter(self.binding.function, self.binding.broker, topic)
+                dead.append(dead_letter_record(topic, record.key(), record.value(), _headers(record), result))
             else:
                 outputs.extend(result)
         self._publish_until_acknowledged(outputs, dead)
-        offsets: dict[tuple[str, int], int] = {}
-        for record in records:
-            offsets[(str(record.topic()), int(record.partition() or 0))] = int(record.offset() or 0) + 1
-        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
+        self._commit(consumer, records)
         self.stats.consumed += len(records)
         self.stats.emitted += len(outputs)
         self.stats.dead_lettered += len(dead)
         for e in outputs:
             self.stats.by_type[e.type.value] += 1
+
+    def _commit(self, consumer: Consumer, records: Sequence[Message]) -> None:
+        """Commit past `records`: only ever called once their outputs are acknowledged."""
+        offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            offsets[(str(record.topic()), int(record.partition() or 0))] = int(record.offset() or 0) + 1
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
 
     def _deliver_with_retries(self, record: Message) -> list[Event] | DeadLetter:
         try:

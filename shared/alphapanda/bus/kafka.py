@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from alphapanda.events import Event, InvalidEvent, encode_data, from_attributes, to_attributes
+from alphapanda.telemetry import start_traces
 
 Headers = list[tuple[str, bytes]]
 
@@ -32,7 +33,12 @@ def to_kafka(event: Event) -> tuple[bytes, bytes, Headers]:
     msg = to_binary(ce, data_marshaller=lambda data: data)
     key = msg.key if isinstance(msg.key, bytes) else str(msg.key).encode()
     value = msg.value if isinstance(msg.value, bytes) else str(msg.value).encode()
-    return key, value, list(msg.headers.items())
+    headers = list(msg.headers.items())
+    if event.traceparent is not None:
+        # The W3C header too: Knative's data plane reads trace context from record headers,
+        # not from the `ce_traceparent` extension.
+        headers.append(("traceparent", event.traceparent.encode()))
+    return key, value, headers
 
 
 def from_kafka(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> Event:
@@ -41,7 +47,11 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: Sequence[tuple[s
     if "ce_id" not in header_map:
         raise InvalidEvent("record is not a binary-mode CloudEvent (no ce_id header)")
     try:
-        ce = from_binary(KafkaMessage(header_map, key, value or b""), data_unmarshaller=lambda data: data)
+        # The SDK copies the key into `partitionkey` as it is; ours are text (instrument tokens).
+        text_key = key.decode() if isinstance(key, bytes) else key
+        ce = from_binary(
+            KafkaMessage(header_map, text_key, value or b""), data_unmarshaller=lambda data: data
+        )
     except Exception as exc:  # the SDK raises several unrelated types for malformed input
         raise InvalidEvent(f"record is not a valid CloudEvent: {exc}") from None
     attrs: dict[str, Any] = {k: v for k, v in ce.get_attributes().items()}
@@ -72,7 +82,8 @@ def consumer_config(
         "fetch.wait.max.ms": fetch_wait_max_ms,
         "session.timeout.ms": session_timeout_ms,
         "heartbeat.interval.ms": max(100, session_timeout_ms // 6),
-        "isolation.level": "read_committed",
+        # No transactions are used; read_committed would also tie readers to the broker's LSO bookkeeping.
+        "isolation.level": "read_uncommitted",
         "log_level": 3,
     }
 
@@ -86,8 +97,11 @@ class EventPublisher:
         self._lock = threading.Lock()
 
     def publish(self, events: Iterable[Event]) -> int:
-        """Produce `events` and wait until the broker acknowledged all of them."""
-        records = [(e.topic, *to_kafka(e)) for e in events]
+        """Produce `events` and wait until the broker acknowledged all of them.
+
+        An event without trace context (a tick from the feed) starts its trace here.
+        """
+        records = [(e.topic, *to_kafka(e)) for e in start_traces(events)]
         return self.publish_records(records)
 
     def publish_records(self, records: Sequence[tuple[str, bytes | None, bytes | None, Headers]]) -> int:

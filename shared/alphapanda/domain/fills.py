@@ -1,18 +1,41 @@
-"""Paper fill prices: what a market order would have paid on the exchange."""
+"""Paper fill prices and per-fill charges: what an execution would have cost on the exchange."""
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
+from typing import Any
 
-from alphapanda.events import Side
+from alphapanda.domain.charges import ChargeBreakdown, ChargeRates, ExecutedOrder, charges_for
+from alphapanda.events import ChargeLines, Side
 
 _BPS = Decimal(10000)
+_ZERO = Decimal(0)
+# The average price of a partly filled order is only an input to `charges_for`, which multiplies
+# it back by the quantity: keep enough digits that the product is the exact traded value.
+_EXACT = Context(prec=50)
 
 
 def snap_to_tick(price: Decimal, tick_size: Decimal, *, up: bool) -> Decimal:
     """Round `price` onto the tick grid, up or down (the side that is worse for the trader)."""
     steps = (price / tick_size).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
     return (steps * tick_size).quantize(tick_size)
+
+
+def on_tick_grid(price: Decimal, tick_size: Decimal) -> bool:
+    """Return whether `price` is a whole number of ticks (exchanges reject any other price)."""
+    return price % tick_size == 0
+
+
+def slipped_price(side: Side, price: Decimal, slippage_bps: Decimal, tick_size: Decimal) -> Decimal:
+    """Return `price` moved `slippage_bps` against the trader and snapped to the grid against them.
+
+    A buy pays more, a sell receives less; a sell never goes below one tick (a price of zero is
+    no price at all).
+    """
+    if side is Side.BUY:
+        return snap_to_tick(price * (1 + slippage_bps / _BPS), tick_size, up=True)
+    return max(snap_to_tick(price * (1 - slippage_bps / _BPS), tick_size, up=False), tick_size)
 
 
 def paper_fill_price(
@@ -23,7 +46,75 @@ def paper_fill_price(
     Slippage always goes against the trader and the result is snapped to the tick grid in the
     trader's disfavour, so paper results are never better than the book allowed.
     """
-    if side is Side.BUY:
-        return snap_to_tick(ask * (1 + slippage_bps / _BPS), tick_size, up=True)
-    price = snap_to_tick(bid * (1 - slippage_bps / _BPS), tick_size, up=False)
-    return max(price, tick_size)
+    return slipped_price(side, ask if side is Side.BUY else bid, slippage_bps, tick_size)
+
+
+def _minus(a: ChargeBreakdown, b: ChargeBreakdown) -> ChargeBreakdown:
+    return ChargeBreakdown(
+        brokerage=a.brokerage - b.brokerage,
+        stt=a.stt - b.stt,
+        exchange_txn=a.exchange_txn - b.exchange_txn,
+        sebi=a.sebi - b.sebi,
+        gst=a.gst - b.gst,
+        stamp_duty=a.stamp_duty - b.stamp_duty,
+    )
+
+
+def charge_lines(breakdown: ChargeBreakdown) -> ChargeLines:
+    """The event form of a breakdown."""
+    return ChargeLines(
+        brokerage=breakdown.brokerage,
+        stt=breakdown.stt,
+        exchange_txn=breakdown.exchange_txn,
+        sebi=breakdown.sebi,
+        gst=breakdown.gst,
+        stamp_duty=breakdown.stamp_duty,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderExecution:
+    """What one order has executed so far and what it has been charged for it.
+
+    Charges are per executed ORDER (Zerodha's Rs 20 brokerage cap is per order, and each
+    component is rounded per order), so a fill is charged the order's charges after it minus
+    what the earlier fills were charged: the fills of an order always sum to `charges_for` on
+    the whole order.
+    """
+
+    quantity: int = 0
+    value: Decimal = _ZERO
+    charged: ChargeBreakdown = field(default_factory=ChargeBreakdown.zero)
+
+    @property
+    def average_price(self) -> Decimal:
+        if self.quantity == 0:
+            return _ZERO
+        with localcontext(_EXACT):
+            return self.value / self.quantity
+
+    def after_fill(
+        self, side: Side, quantity: int, price: Decimal, rates: ChargeRates
+    ) -> tuple[OrderExecution, ChargeBreakdown]:
+        """Return the order after one more fill, and the charges of that fill alone."""
+        with localcontext(_EXACT):
+            value = self.value + price * quantity
+            total_quantity = self.quantity + quantity
+            whole = charges_for(ExecutedOrder(side, total_quantity, value / total_quantity), rates)
+        return OrderExecution(total_quantity, value, whole), _minus(whole, self.charged)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "q": self.quantity,
+            "value": str(self.value),
+            "charged": {k: str(v) for k, v in self.charged.as_dict().items() if k != "total"},
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> OrderExecution:
+        charged = raw["charged"]
+        return cls(
+            quantity=int(raw["q"]),
+            value=Decimal(raw["value"]),
+            charged=ChargeBreakdown(**{k: Decimal(v) for k, v in charged.items()}),
+        )

@@ -20,7 +20,9 @@ class Position:
     """The product of the fills that built the position (MIS is squared off intraday)."""
 
     def unrealised_pnl(self, mark: Decimal) -> Decimal:
-        return (mark - self.average_price) * self.net_quantity
+        move = mark - self.average_price
+        # Flat or unmoved is exactly 0 (a short times 0 would be Decimal's "-0").
+        return move * self.net_quantity if move and self.net_quantity else ZERO
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -214,7 +214,8 @@ class MaxOpenOrders:
 
     def check(self, ctx: RiskContext) -> str | None:
         limit = ctx.limits.max_open_orders
-        if ctx.open_orders >= limit:
+        # An operator's flatten must never be blocked by the orders it is meant to clean up after.
+        if ctx.open_orders >= limit and not ctx.signal.flatten:
             return f"{ctx.open_orders} orders are already open (limit {limit})"
         return None
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 import redis
 
-from alphapanda.brokers.factory import TraderFactory
+from alphapanda.brokers.factory import TraderFactory, TraderUnavailable
 from alphapanda.bus.kafka import EventPublisher, ensure_topics
 from alphapanda.config import Settings
 from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.domain.instruments import Instrument, load_instruments
 from alphapanda.domain.risk import InstrumentLimits
 from alphapanda.stages import AnyStage, Stage
+from alphapanda.stages.order_matcher import OrderMatcher
 from alphapanda.stages.portfolio_manager import PortfolioManager
 from alphapanda.stages.risk_manager import RiskManager
 from alphapanda.stages.strategy_runner import StrategyRunner
@@ -53,6 +54,13 @@ class Core:
             special = self.kind_stages.get((function, broker_kind(broker)))
             if special is not None:
                 return special
+            common = self.stages[function]
+            # A broker-scoped stage fed by a shared topic (the order matcher on ticks) serves
+            # only the broker of the consumer that runs it.
+            narrow = getattr(common, "for_broker", None)
+            if narrow is not None:
+                narrowed: AnyStage = narrow(broker)
+                return narrowed
         return self.stages[function]
 
 
@@ -75,9 +83,29 @@ def build_core(settings: Settings) -> Core:
             calendar=calendar,
         ),
         Function.TRADING_ENGINE: TradingEngine(brokers, traders=traders),
+        Function.ORDER_MATCHER: OrderMatcher(
+            frozenset(b for b in brokers if broker_kind(b) == "paper"), traders=traders, strategies=strategies
+        ),
         Function.PORTFOLIO_MANAGER: PortfolioManager(brokers, settings_for=settings.for_broker),
     }
-    return Core(settings, instruments, strategies, stages)
+    return Core(settings, instruments, strategies, stages, kind_stages=live_stages(settings))
+
+
+def live_stages(settings: Settings) -> dict[tuple[Function, str], AnyStage]:
+    """The stages of live broker kinds (the Zerodha trading engine), keyed (function, kind).
+
+    Imported only when such a broker runs: `kiteconnect` pulls in Twisted.
+    """
+    zerodha = frozenset(b for b in settings.brokers if broker_kind(b) == "zerodha")
+    if not zerodha:
+        return {}
+    from alphapanda.brokers.zerodha.trader import ZerodhaTrader
+
+    try:
+        trader = ZerodhaTrader(zerodha, settings.kite, claim_ttl_s=settings.redis.claim_ttl_s)
+    except ValueError as exc:
+        raise TraderUnavailable(str(exc)) from None
+    return {(Function.TRADING_ENGINE, "zerodha"): trader}
 
 
 @contextlib.contextmanager

@@ -21,9 +21,11 @@ from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver
 from alphapanda.bus.kafka import EventPublisher, Headers
 from alphapanda.config import Settings, load_settings
 from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, from_attributes
+from alphapanda.metrics import ensure_metrics_server
 from alphapanda.runtime.bootstrap import Core, build_core, connect
 from alphapanda.state.store import RedisStateStore
-from alphapanda.topics import PIPELINE, Function, Scope, market_ticks
+from alphapanda.telemetry import record_dead_letter
+from alphapanda.topics import ASSET_CLASSES, PIPELINE, Function, market_ticks
 
 
 @dataclass
@@ -50,6 +52,9 @@ def runtime() -> FunctionRuntime:
                 )
             store, publisher = connect(settings)
             _runtime = FunctionRuntime(settings, build_core(settings), store, publisher)
+            # Here, in the serving worker, not at import: gunicorn imports the module before
+            # it forks, and a server thread started then would not survive into the worker.
+            ensure_metrics_server()
         return _runtime
 
 
@@ -62,12 +67,12 @@ def reset_runtime() -> None:
 
 def input_topic(function: Function, attrs: dict[str, Any], data: Any, brokers: tuple[str, ...]) -> str:
     """The topic the event came from: where its dead letter goes."""
-    if function in (Function.MARKET_FEED, Function.STRATEGY_RUNNER):
+    sub = next((s for s in PIPELINE if s.function is function), None)
+    if sub is None or "{asset_class}" in sub.source:
+        # Market data (the feed's ingest, the strategy runner, the order matcher): by asset class.
         asset = data.get("asset_class") if isinstance(data, dict) else None
-        return market_ticks(asset if isinstance(asset, str) and asset.isalpha() else "equity")
-    sub = next(s for s in PIPELINE if s.function is function)
+        return market_ticks(asset if asset in ASSET_CLASSES else "equity")
     broker = attrs.get("broker")
-    assert sub.scope is Scope.BROKER
     return sub.topics(broker if broker in brokers else brokers[0])[0]
 
 
@@ -98,6 +103,8 @@ def _dead_letter(
     rt: FunctionRuntime, function: Function, attrs: dict[str, Any], data: Any, letter: DeadLetter
 ) -> None:
     topic = input_topic(function, attrs, data, rt.settings.brokers)
+    broker = attrs.get("broker")
+    record_dead_letter(function, broker if broker in rt.settings.brokers else None, topic)
     key, body, headers = _as_record(attrs, data)
     rt.publisher.publish_records([dead_letter_record(topic, key, body, headers, letter)])
 

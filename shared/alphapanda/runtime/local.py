@@ -49,6 +49,7 @@ class RunTotals:
     rejected: int
     orders: int
     fills: int
+    cancelled: int
     failed: int
     dead_lettered: int
     brokers: tuple[BrokerSummary, ...]
@@ -57,7 +58,8 @@ class RunTotals:
     def line(self) -> str:
         return (
             f"summary: ticks={self.ticks} signals={self.signals} validated={self.validated} "
-            f"rejected={self.rejected} orders={self.orders} fills={self.fills} failed={self.failed} "
+            f"rejected={self.rejected} orders={self.orders} fills={self.fills} cancelled={self.cancelled} "
+            f"failed={self.failed} "
             f"dead_lettered={self.dead_lettered}"
         )
 
@@ -157,13 +159,20 @@ def _watch(
             time.sleep(0.25)
 
 
+_ORDER_STAGES = (Function.TRADING_ENGINE, Function.ORDER_MATCHER)
+"""Orders are placed by the trading engine; resting ones fill (or expire) in the order matcher."""
+
+
 def _count(
-    dispatcher: Dispatcher, function: Function, event_type: EventType, broker: str | None = None
+    dispatcher: Dispatcher,
+    functions: tuple[Function, ...],
+    event_type: EventType,
+    broker: str | None = None,
 ) -> int:
     return sum(
         w.stats.by_type[event_type.value]
         for w in dispatcher.workers
-        if w.binding.function is function and (broker is None or w.binding.broker == broker)
+        if w.binding.function in functions and (broker is None or w.binding.broker == broker)
     )
 
 
@@ -174,21 +183,24 @@ class BrokerCounts:
     rejected: int
     orders: int
     fills: int
+    cancelled: int
 
 
 def _broker_counts(dispatcher: Dispatcher, broker: str | None) -> BrokerCounts:
+    risk = (Function.RISK_MANAGER,)
     return BrokerCounts(
-        signals=_count(dispatcher, Function.STRATEGY_RUNNER, EventType.SIGNAL_RAW)
+        signals=_count(dispatcher, (Function.STRATEGY_RUNNER,), EventType.SIGNAL_RAW)
         if broker is None
         else sum(
             w.stats.consumed
             for w in dispatcher.workers
             if w.binding.function is Function.RISK_MANAGER and w.binding.broker == broker
         ),
-        validated=_count(dispatcher, Function.RISK_MANAGER, EventType.SIGNAL_VALIDATED, broker),
-        rejected=_count(dispatcher, Function.RISK_MANAGER, EventType.SIGNAL_REJECTED, broker),
-        orders=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_SUBMITTED, broker),
-        fills=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_FILLED, broker),
+        validated=_count(dispatcher, risk, EventType.SIGNAL_VALIDATED, broker),
+        rejected=_count(dispatcher, risk, EventType.SIGNAL_REJECTED, broker),
+        orders=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_SUBMITTED, broker),
+        fills=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_FILLED, broker),
+        cancelled=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_CANCELLED, broker),
     )
 
 
@@ -201,7 +213,8 @@ def _totals(core: Core, dispatcher: Dispatcher, feed: FeedPublisher, store: Stat
         rejected=counts.rejected,
         orders=counts.orders,
         fills=counts.fills,
-        failed=_count(dispatcher, Function.TRADING_ENGINE, EventType.ORDER_FAILED),
+        cancelled=counts.cancelled,
+        failed=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_FAILED),
         dead_lettered=sum(w.stats.dead_lettered for w in dispatcher.workers),
         brokers=tuple(broker_summary(store, b) for b in core.brokers),
         per_broker=tuple(_broker_counts(dispatcher, b) for b in core.brokers),

@@ -36,7 +36,7 @@ class EffectfulStage(Protocol):
     """A stage that must act on the world between claim and commit (placing a live order).
 
     It cannot be a pure `decide`: it claims the input itself, calls the venue, and records the
-    outcome, so that a redelivery after a crash never acts twice (see brokers/zerodha.py).
+    outcome, so that a redelivery after a crash never acts twice (see brokers/zerodha/trader.py).
     """
 
     @property

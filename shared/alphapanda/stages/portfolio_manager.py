@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from alphapanda.brokers.base import Quote
 from alphapanda.config import BrokerSettings
 from alphapanda.domain.calendar import to_ist
 from alphapanda.domain.portfolio import ZERO, Book, Position
@@ -83,18 +82,13 @@ class PortfolioManager(BrokerScoped):
         fill = _fill(event)
         broker = self.owner(event)
         day = to_ist(fill.filled_at).date().isoformat()
-        return [
-            keys.book(broker, fill.strategy),
-            keys.quote(fill.instrument_token),
-            keys.account(broker),
-            keys.day_pnl(broker, day),
-        ]
+        return [keys.book(broker, fill.strategy), keys.account(broker), keys.day_pnl(broker, day)]
 
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
         fill = _fill(event)
         broker = self.owner(event)
         settings = self.settings_for(broker)
-        book_key, quote_key, account_key, day_key = self.reads(event)
+        book_key, account_key, day_key = self.reads(event)
         raw_book = values[book_key]
         old_book = Book.from_json(json.loads(raw_book)) if raw_book else Book(cash=ZERO)
         book = old_book.with_fill(
@@ -102,8 +96,10 @@ class PortfolioManager(BrokerScoped):
         )
         pos = book.position(fill.instrument_token)
         realised_delta = pos.realised_pnl - old_book.position(fill.instrument_token).realised_pnl
-        raw_quote = values[quote_key]
-        mark = Quote.from_json(json.loads(raw_quote)).last_price if raw_quote else fill.price
+        # Marked at the fill's own price, the freshest price of the instrument that this event
+        # carries: a mark read from the latest quote would depend on how far the feed has run.
+        # The periodic mark-to-market (runtime/marks.py) moves it with the market in between.
+        mark = fill.price
         slot = f"{fill.strategy}:{fill.instrument_token}"
 
         account = Account.from_json(values[account_key], settings.starting_cash)

@@ -88,3 +88,18 @@ def day_pnl(broker: str, day: str) -> str:
 def resting_orders(broker: str, token: int) -> str:
     """Paper orders resting on an instrument (LIMIT, SL, SL-M, unfilled DAY remainders)."""
     return f"{broker}:resting:{token}"
+
+
+def margin_resting(broker: str) -> str:
+    """Rupees of margin blocked by the paper broker's resting orders (not yet in the account)."""
+    return f"{broker}:margin:resting"
+
+
+def paper_market(broker: str, token: int) -> str:
+    """The last tick the paper order matcher saw for an instrument, with its depth (JSON)."""
+    return f"{broker}:paper:market:{token}"
+
+
+def square_off_done(broker: str, token: int, day: str) -> str:
+    """Set once the MIS positions in an instrument were squared off on a trading day (YYYY-MM-DD)."""
+    return f"{broker}:squareoff:{day}:{token}"

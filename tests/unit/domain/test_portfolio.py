@@ -125,6 +125,28 @@ def test_book_json_when_encoded_then_money_is_text_not_float() -> None:
     }
 
 
+def test_with_fill_when_product_given_then_the_position_takes_it() -> None:
+    book = Book(cash=D("0")).with_fill(TOKEN, Side.BUY, 10, D("100"), product="CNC")
+
+    assert book.position(TOKEN) == Position(10, D("100"), product="CNC")
+
+
+def test_with_fill_when_no_product_given_then_the_position_keeps_its_product() -> None:
+    book = Book(cash=D("0")).with_fill(TOKEN, Side.BUY, 10, D("100"), product="NRML")
+
+    after = book.with_fill(TOKEN, Side.SELL, 4, D("110")).with_fill(TOKEN, Side.SELL, 16, D("90"))
+
+    # 10 -> 6 (realise 40) -> -10 through flat (realise 6 x -10 = -60): still NRML
+    assert after.position(TOKEN) == Position(-10, D("90"), D("-20"), "NRML")
+
+
+def test_book_json_when_position_has_no_product_field_then_it_reads_as_mis() -> None:
+    old = {"q": 1, "avg": "5", "rpnl": "0"}  # written before positions carried a product
+    raw = {"cash": "0", "charges": "0", "trades": 1, "positions": {str(TOKEN): old}}
+
+    assert Book.from_json(raw).position(TOKEN).product == "MIS"
+
+
 _fills = st.lists(
     st.tuples(
         st.sampled_from([Side.BUY, Side.SELL]),

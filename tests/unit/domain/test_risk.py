@@ -151,7 +151,7 @@ def test_evaluate_when_every_rule_passes_then_returns_no_failures() -> None:
     assert evaluate(_ctx()) == []
 
 
-def test_evaluate_when_every_rule_fails_then_returns_every_failure_in_rule_order() -> None:
+def test_evaluate_when_several_rules_fail_then_returns_each_failure_in_rule_order() -> None:
     limits = RiskLimits(max_order_value=Decimal("1000"), max_position_quantity=5, allowed_instruments=(1,))
 
     failures = evaluate(_ctx(quantity=10, limits=limits))

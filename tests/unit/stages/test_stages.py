@@ -277,8 +277,11 @@ def test_risk_manager_when_every_rule_fails_then_rejects_listing_all_and_reserve
     assert store.get(keys.risk_position("paper", TOKEN)) is None
 
 
-def test_risk_manager_when_quote_known_then_order_value_uses_last_price(store: MemoryStateStore) -> None:
-    # 10 x 1,480 = 14,800 is within 15,000; 10 x 1,600 (the last traded price) is not.
+def test_risk_manager_when_last_tick_is_far_from_the_signal_then_price_band_rejects_not_order_value(
+    store: MemoryStateStore,
+) -> None:
+    # 10 x 1,480 = 14,800 is within 15,000 (order value uses the signal's own price), but the
+    # last tick at 1,600 is 8.1% away from 1,480, outside the 5% band.
     limits = RiskLimits(max_order_value=D("15000"))
     risk = RiskManager(brokers=frozenset({"paper"}), limits_for=lambda _broker: limits)
     _seed(store, {keys.quote(TOKEN): _quote("1599.95", "1600.05", "1600.00")})
@@ -286,6 +289,8 @@ def test_risk_manager_when_quote_known_then_order_value_uses_last_price(store: M
     (out,) = stages.process(risk, _raw_event(), store)
 
     assert out.type is EventType.SIGNAL_REJECTED
+    assert isinstance(out.data, SignalRejected)
+    assert [f.rule for f in out.data.failures] == ["price_band"]
 
 
 def test_risk_manager_when_limits_differ_per_broker_then_each_broker_uses_its_own(
@@ -393,7 +398,7 @@ def test_trading_engine_when_failed_order_redelivered_then_reservation_is_releas
 # --- portfolio manager ------------------------------------------------------------------------
 
 
-def test_portfolio_manager_when_fill_arrives_then_book_is_updated_and_pnl_snapshot_emitted(
+def test_portfolio_manager_when_fill_arrives_then_book_is_updated_and_marked_at_the_fill_price(
     store: MemoryStateStore,
 ) -> None:
     _seed(store, {keys.quote(TOKEN): _quote("1489.95", "1490.05", "1490.00")})
@@ -406,9 +411,11 @@ def test_portfolio_manager_when_fill_arrives_then_book_is_updated_and_pnl_snapsh
     assert (out.causationid, out.correlationid, out.topic) == (fill.id, "idea-1", "paper.pnl.snapshots")
     snap = out.data
     assert isinstance(snap, PnlSnapshot)
-    assert (snap.net_quantity, snap.average_price, snap.last_price) == (10, D("1480.35"), D("1490.00"))
-    # (1,490.00 - 1,480.35) x 10 = 96.50;  cash = -(10 x 1,480.35)
-    assert (snap.realised_pnl, snap.unrealised_pnl, snap.cash) == (D("0"), D("96.50"), D("-14803.50"))
+    # Marked at the fill's own price, not the later quote in Redis: the result must not depend
+    # on how far the feed has run (the periodic mark-to-market moves it with the market).
+    assert (snap.net_quantity, snap.average_price, snap.last_price) == (10, D("1480.35"), D("1480.35"))
+    # cash = -(10 x 1,480.35)
+    assert (snap.realised_pnl, snap.unrealised_pnl, snap.cash) == (D("0"), D("0"), D("-14803.50"))
     assert (snap.trade_count, snap.as_of) == (1, T0 + timedelta(seconds=1))
     book = Book.from_json(json.loads(store.get(keys.book("paper", "ema_test")) or ""))
     assert book.position(TOKEN) == Position(10, D("1480.35"))

@@ -1,0 +1,271 @@
+"""Pure conversion of Kite order updates, and the processor and postback endpoint on an in-memory store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from alphapanda.brokers.zerodha import keys
+from alphapanda.brokers.zerodha.orders import OrderContext
+from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, PostbackEndpoint
+from alphapanda.brokers.zerodha.updates import (
+    InvalidOrderUpdate,
+    OrderUpdate,
+    Progress,
+    interpret,
+    postback_checksum,
+    to_events,
+    verify_checksum,
+)
+from alphapanda.events import (
+    IST,
+    Event,
+    OrderCancelled,
+    OrderFailed,
+    OrderFilled,
+    OrderUpdated,
+    Side,
+)
+from alphapanda.state import keys as core_keys
+from alphapanda.state.store import MemoryStateStore
+
+SECRET = "s3cret"
+AT = datetime(2026, 1, 5, 10, 0, tzinfo=IST)
+CTX = OrderContext(
+    broker="zerodha",
+    tag="apabc",
+    signal_id="raw-1",
+    event_id="validated-1",
+    order_id="order-1",
+    submitted_id="submitted-1",
+    correlationid="idea-1",
+    partitionkey="779521",
+    traceparent=None,
+    strategy="s",
+    side=Side.BUY,
+    quantity=10,
+    instrument_token=779521,
+    tradingsymbol="SBIN",
+    exchange="NSE",
+    product="MIS",
+    flatten=False,
+    reference_price="800",
+)
+
+
+def _payload(status: str, filled: int, average: float, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "order_id": "2601050000000000001",
+        "order_timestamp": "2026-01-05 10:00:01",
+        "exchange_update_timestamp": "2026-01-05 10:00:02",
+        "status": status,
+        "tag": "apabc",
+        "instrument_token": 779521,
+        "tradingsymbol": "SBIN",
+        "exchange": "NSE",
+        "quantity": 10,
+        "filled_quantity": filled,
+        "cancelled_quantity": 0,
+        "average_price": average,
+        "status_message": None,
+    }
+    body |= extra
+    body["checksum"] = postback_checksum(body["order_id"], body["order_timestamp"], SECRET)
+    return body
+
+
+def _update(status: str, filled: int, average: float, **extra: Any) -> OrderUpdate:
+    return OrderUpdate.from_payload(_payload(status, filled, average, **extra))
+
+
+def test_verify_checksum_when_signed_with_our_secret_then_true_and_any_other_body_false() -> None:
+    body = _payload("COMPLETE", 10, 800)
+
+    assert verify_checksum(body, SECRET)
+    assert not verify_checksum(body, "other")
+    assert not verify_checksum({**body, "order_timestamp": "2026-01-05 10:00:09"}, SECRET)
+    assert not verify_checksum({k: v for k, v in body.items() if k != "checksum"}, SECRET)
+    assert not verify_checksum(body, "")
+
+
+def test_from_payload_when_times_given_then_ist_aware_and_bad_bodies_rejected() -> None:
+    update = _update("OPEN", 0, 0)
+
+    assert update.updated_at == datetime(2026, 1, 5, 10, 0, 2, tzinfo=IST)
+    with pytest.raises(InvalidOrderUpdate):
+        OrderUpdate.from_payload({"status": "OPEN"})
+    with pytest.raises(InvalidOrderUpdate):
+        OrderUpdate.from_payload({**_payload("OPEN", 0, 0), "quantity": "ten"})
+
+
+def test_interpret_when_fills_arrive_in_parts_then_each_part_priced_so_values_add_to_kites_average() -> None:
+    first = interpret(_update("UPDATE", 4, 800), CTX, Progress(), AT)
+    second = interpret(_update("COMPLETE", 10, 801.2), CTX, first.progress, AT)
+
+    (fill1,) = [p for _, p in first.emitted]
+    (fill2,) = [p for _, p in second.emitted]
+    assert isinstance(fill1, OrderFilled) and isinstance(fill2, OrderFilled)
+    assert (fill1.quantity, fill1.price, fill1.remaining_quantity, fill1.order_quantity) == (
+        4,
+        Decimal(800),
+        6,
+        10,
+    )
+    assert (fill2.quantity, fill2.price, fill2.remaining_quantity) == (6, Decimal(802), 0)
+    assert fill1.fill_id != fill2.fill_id
+    assert second.progress == Progress(10, Decimal(8012), "COMPLETE")
+    assert (first.ended_unfilled, second.ended_unfilled) == (None, 0)
+
+
+def test_interpret_when_open_without_fill_then_order_updated_with_kites_status() -> None:
+    meaning = interpret(_update("TRIGGER PENDING", 0, 0), CTX, Progress(), AT)
+
+    ((parts, payload),) = meaning.emitted
+    assert isinstance(payload, OrderUpdated)
+    assert (payload.status, payload.broker_order_id, parts) == (
+        "TRIGGER PENDING",
+        "2601050000000000001",
+        ("TRIGGER_PENDING", "0"),
+    )
+
+
+def test_interpret_when_rejected_then_failed_with_kites_message_and_all_of_it_given_back() -> None:
+    meaning = interpret(_update("REJECTED", 0, 0, status_message="Insufficient funds"), CTX, Progress(), AT)
+
+    ((_, payload),) = meaning.emitted
+    assert isinstance(payload, OrderFailed) and "Insufficient funds" in payload.reason
+    assert meaning.ended_unfilled == 10
+
+
+def test_interpret_when_cancelled_after_a_partial_fill_then_fill_then_cancel_of_the_rest() -> None:
+    meaning = interpret(_update("CANCELLED", 3, 799.5, cancelled_quantity=7), CTX, Progress(), AT)
+
+    fill, cancel = (p for _, p in meaning.emitted)
+    assert isinstance(fill, OrderFilled) and isinstance(cancel, OrderCancelled)
+    assert (fill.quantity, fill.remaining_quantity) == (3, 0)
+    assert (cancel.quantity, cancel.filled_quantity) == (7, 3)
+    assert meaning.ended_unfilled == 7
+
+
+@pytest.mark.parametrize(
+    ("status", "filled", "progress"),
+    [
+        ("UPDATE", 2, Progress(4, Decimal(3200))),
+        ("OPEN", 4, Progress(10, Decimal(8000), "COMPLETE")),
+        ("CANCELLED", 10, Progress(10, Decimal(8000), "COMPLETE")),
+        ("COMPLETE", 10, Progress(10, Decimal(8000), "COMPLETE")),
+    ],
+)
+def test_interpret_when_update_is_older_than_what_was_processed_then_nothing(
+    status: str, filled: int, progress: Progress
+) -> None:
+    meaning = interpret(_update(status, filled, 800), CTX, progress, AT)
+
+    assert meaning.emitted == [] and meaning.progress == progress and meaning.ended_unfilled is None
+
+
+def test_to_events_when_same_update_twice_then_same_ids_on_the_broker_topics_with_the_ideas_correlation() -> (
+    None
+):
+    meaning = interpret(_update("COMPLETE", 10, 800), CTX, Progress(), AT)
+
+    first, again = to_events(meaning, CTX, "k1", AT), to_events(meaning, CTX, "k1", AT)
+
+    assert [e.id for e in first] == [e.id for e in again]
+    assert [e.topic for e in first] == ["zerodha.orders.filled"]
+    assert (first[0].correlationid, first[0].causationid) == ("idea-1", "submitted-1")
+
+
+def _processor() -> tuple[OrderUpdateProcessor, MemoryStateStore]:
+    store = MemoryStateStore()
+    store.process_once("seed", [], lambda _v: _seed())
+    return OrderUpdateProcessor(store, "zerodha"), store
+
+
+def _seed() -> Any:
+    from alphapanda.state.store import Decision
+
+    return Decision(
+        outputs=[],
+        writes={
+            keys.order_context("zerodha", "apabc"): CTX.to_json(),
+            core_keys.risk_position("zerodha", 779521): "10",
+            core_keys.risk_open_orders("zerodha"): "1",
+        },
+    )
+
+
+def test_processor_when_kite_repeats_an_update_then_same_events_and_the_fill_counted_once() -> None:
+    processor, store = _processor()
+
+    first = processor.process(_update("COMPLETE", 10, 800))
+    again = processor.process(_update("COMPLETE", 10, 800))
+
+    assert first is not None and again is not None
+    assert [e.id for e in first] == [e.id for e in again]
+    progress = Progress.from_json(store.get(keys.order_progress("zerodha", "2601050000000000001")))
+    assert progress.filled == 10
+    assert store.get(core_keys.risk_open_orders("zerodha")) == "0"
+    assert store.get(core_keys.risk_position("zerodha", 779521)) == "10"
+    assert json.loads(store.get(core_keys.order("zerodha", "order-1")) or "{}")["status"] == "COMPLETE"
+
+
+def test_processor_when_order_ends_rejected_then_reservation_and_open_order_given_back() -> None:
+    processor, store = _processor()
+
+    processor.process(_update("REJECTED", 0, 0))
+
+    assert store.get(core_keys.risk_position("zerodha", 779521)) == "0"
+    assert store.get(core_keys.risk_open_orders("zerodha")) == "0"
+
+
+def test_processor_when_tag_is_not_ours_then_ignored_without_state() -> None:
+    processor, store = _processor()
+    before = store.snapshot()
+
+    assert processor.process(_update("COMPLETE", 10, 800, tag="someoneelse")) is None
+    assert processor.process(_update("COMPLETE", 10, 800, tag=None)) is None
+    assert store.snapshot() == before
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.published: list[Event] = []
+
+    def publish(self, events: Iterable[Event]) -> int:
+        batch = list(events)
+        self.published.extend(batch)
+        return len(batch)
+
+
+def test_endpoint_when_checksum_fails_then_401_before_any_client_is_built() -> None:
+    built: list[str] = []
+
+    def processor() -> OrderUpdateProcessor:
+        built.append("processor")
+        raise AssertionError("an unsigned body must not reach the processor")
+
+    endpoint = PostbackEndpoint(lambda: SECRET, processor, lambda: _Recorder())
+    forged = {**_payload("COMPLETE", 10, 800), "checksum": "0" * 64}
+
+    answers = [endpoint(json.dumps(forged).encode()), endpoint(b"\xff\xfe"), endpoint(b"[1, 2]")]
+
+    assert [a.status for a in answers] == [401, 401, 401]
+    assert built == []
+
+
+def test_endpoint_when_signed_update_then_events_published_before_200() -> None:
+    processor, _store = _processor()
+    recorder = _Recorder()
+    endpoint = PostbackEndpoint(lambda: SECRET, lambda: processor, lambda: recorder)
+
+    answer = endpoint(json.dumps(_payload("COMPLETE", 10, 800)).encode())
+    malformed = endpoint(json.dumps({**_payload("COMPLETE", 10, 800), "quantity": None}).encode())
+
+    assert (answer.status, [e.topic for e in recorder.published]) == (200, ["zerodha.orders.filled"])
+    assert malformed.status == 400
