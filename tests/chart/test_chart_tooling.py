@@ -201,3 +201,18 @@ def test_run_when_helm_already_installed_then_install_script_keeps_it(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "helm")
     assert time.monotonic() - started < 10, "a working helm is kept, not downloaded again"
+
+
+def test_read_when_dashboard_queries_metrics_then_each_is_one_the_code_exports() -> None:
+    from prometheus_client import REGISTRY
+
+    import alphapanda.metrics  # noqa: F401  (registers the metrics)
+
+    dashboard = (MANIFESTS / "observability" / "grafana" / "alphapanda-pipeline.json").read_text()
+    queried = set(re.findall(r"\b(alphapanda_[a-z_]+|kafka_[a-z_]+)", dashboard))
+    # The series names each metric family exposes, whether or not it has been observed yet.
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    exported = {m.name + sfx for m in REGISTRY.collect() for sfx in suffixes.get(m.type, ("",))}
+    # kafka_* series come from Strimzi's Kafka Exporter, not from this code.
+    assert queried - exported <= {"kafka_consumergroup_lag"}, queried - exported
+    assert {q for q in queried if q.startswith("alphapanda_")}, "the dashboard queries the pipeline"
