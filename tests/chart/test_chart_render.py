@@ -137,6 +137,8 @@ def test_render_when_brokers_set_with_plain_comma_then_helm_reports_a_parse_erro
         (("--set", "kafkaSource.delivery.backoffPolicy=fibonacci"), "backoffPolicy"),
         (("--set", "tests.function=nope"), 'tests.function: "nope" is not a Knative function'),
         (("--set", "functions.market_feed.subscribe={x.y}"), "a deployment workload cannot subscribe"),
+        (("--set-json", 'image.tag={"v": 1}'), "/image/tag"),
+        (("--set", "image.tag=true"), "at '/image/tag': got boolean, want number or string"),
     ],
     ids=[
         "unknown_broker_in_list",
@@ -155,6 +157,8 @@ def test_render_when_brokers_set_with_plain_comma_then_helm_reports_a_parse_erro
         "bad_backoff_policy",
         "test_target_missing",
         "feed_subscribing",
+        "image_tag_object",
+        "image_tag_boolean",
     ],
 )
 def test_render_when_values_are_bad_then_helm_fails_with_a_clear_message(
