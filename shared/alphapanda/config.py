@@ -151,20 +151,15 @@ class KiteSettings(_Section):
     orders_per_minute: int = Field(default=200, gt=0)
     request_timeout_s: float = Field(default=7.0, gt=0)
     algo_id: str = Field(default="", description="Exchange algo id to send with every order, if registered.")
+    reconcile_interval_s: float = Field(
+        default=60.0, gt=0, description="`alphapanda run` compares the books with kite.positions() this often."
+    )
 
 
 class BrokerSettings(_Section):
     starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
     fills: FillSettings = Field(default_factory=FillSettings)
     risk: RiskLimits = Field(default_factory=RiskLimits)
-
-    @property
-    def slippage_bps(self) -> Decimal:
-        return self.fills.slippage_bps
-
-    @property
-    def fill_quote(self) -> Literal["latest", "signal"]:
-        return self.fills.fill_quote
 
 
 class Settings(BaseSettings):

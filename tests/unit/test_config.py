@@ -59,9 +59,9 @@ def test_load_settings_when_nested_broker_env_set_then_only_that_broker_changes(
 
     settings = load_settings()
 
-    assert settings.for_broker("paper").slippage_bps == Decimal("5")
+    assert settings.for_broker("paper").fills.slippage_bps == Decimal("5")
     assert settings.for_broker("paper").risk.max_order_value == Decimal("250000")
-    assert settings.for_broker("zerodha").slippage_bps == Decimal("2")
+    assert settings.for_broker("zerodha").fills.slippage_bps == Decimal("2")
 
 
 def test_load_settings_when_kafka_env_set_then_nested_section_is_read(
