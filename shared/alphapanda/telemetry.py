@@ -160,7 +160,9 @@ def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
             raise TelemetryConfigError(
                 "OTLP over gRPC needs the opentelemetry-exporter-otlp-proto-grpc package"
             ) from None
-        return GrpcSpanExporter()
+        # The gRPC exporter is optional (not a dependency), so its type may be unknown here.
+        grpc_exporter: SpanExporter = GrpcSpanExporter()
+        return grpc_exporter
     raise TelemetryConfigError(f"OTLP protocol {protocol!r} is not supported: use http/protobuf or grpc")
 
 
