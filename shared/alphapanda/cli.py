@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alphapanda import cli_trace, cli_zerodha
+from alphapanda import cli_backtest, cli_bench, cli_trace, cli_zerodha
 from alphapanda.brokers.factory import TraderUnavailable
 from alphapanda.brokers.zerodha.session import SessionError
 from alphapanda.config import ConfigError, Settings, load_settings
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replay", type=_existing_file, help="replay this CSV tick file instead of simulating")
     run.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
     run.add_argument(
+        "--kite-sandbox",
+        action="store_true",
+        help="trade zerodha against a local Kite sandbox (started, logged in and stopped by the run) "
+        "and take the market feed from its ticker",
+    )
+    run.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port (0 picks a free one)"
     )
 
@@ -107,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_trace.register(sub)
     cli_zerodha.register(sub)
+    cli_backtest.register(sub)
+    cli_bench.register(sub)
 
     sim = sub.add_parser(
         "simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)"
@@ -124,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        traced = cli_trace.run(args)
-        if traced is not None:
-            return traced
+        for run_command in (cli_trace.run, cli_backtest.run, cli_bench.run):
+            code: int | None = run_command(args)
+            if code is not None:
+                return code
         if args.command != "reconcile":
             zerodha = cli_zerodha.run(args)
             if zerodha is not None:
@@ -163,6 +172,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.strategies is not None:
         overrides["strategies_file"] = args.strategies
     settings = load_settings(**overrides)
+    if args.kite_sandbox:
+        from alphapanda.runtime.sandboxed import zerodha_brokers
+
+        if not zerodha_brokers(settings):
+            raise ConfigError(
+                "--kite-sandbox trades the zerodha broker: add it, e.g. --brokers paper,zerodha"
+            )
+        if args.replay is not None:
+            raise ConfigError("--kite-sandbox takes its ticks from the sandbox: it cannot replay a file")
     if args.metrics_port is not None:
         from alphapanda.metrics import start_metrics_server
 
@@ -175,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         duration=args.duration,
         replay=args.replay,
         live_view=not args.no_live,
+        kite_sandbox=args.kite_sandbox,
     )
     run_local(settings, options)
     return 0

@@ -1,0 +1,1 @@
+"""Benchmarks as commands that print figures (`alphapanda bench ...`); they are not tests."""

@@ -1,0 +1,324 @@
+"""`alphapanda backtest` and `alphapanda replay`: the pipeline's handlers on recorded or simulated ticks.
+
+`register(subparsers)` adds the commands; `run(args)` runs one of them, or returns None when
+the command is not one of these (cli.py tries each command module in turn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alphapanda.config import ConfigError, Settings, load_settings
+from alphapanda.events import Event
+from alphapanda.feed import TickStamper
+
+DEFAULT_START = "2026-01-05T09:15:00+05:30"
+"""A Monday NSE session open: simulated ticks from here pass the risk manager's session rule."""
+
+
+def _aware(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no timezone (e.g. 2026-01-05T09:15:00+05:30)")
+    return at
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _existing(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def register(subparsers: Any) -> None:
+    bt = subparsers.add_parser(
+        "backtest",
+        help="run the pipeline's own stages in-process on a tick file or simulated ticks",
+        description="Strategy runner -> risk -> trading engine -> order matcher -> portfolio, in one "
+        "process, without Kafka or HTTP; the same input always gives the same report.",
+    )
+    source = bt.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ticks", type=_existing, help="CSV (or .parquet) tick file")
+    source.add_argument("--simulate", type=_count, metavar="N", help="simulate N ticks")
+    bt.add_argument("--strategies", type=_existing, help="strategies YAML (default: the shipped one)")
+    bt.add_argument("--broker", default="paper", help="the paper broker to trade on (default paper)")
+    bt.add_argument("--from", dest="start", type=_aware, help="first tick time (inclusive, ISO 8601)")
+    bt.add_argument("--to", dest="end", type=_aware, help="last tick time (exclusive, ISO 8601)")
+    bt.add_argument("--state", choices=("memory", "redis"), default="memory")
+    bt.add_argument("--json", type=Path, metavar="OUT", help="write the report as JSON")
+    bt.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT",
+        help="equity + drawdown plot: .svg or .html (dependency-free)",
+    )
+    bt.add_argument("--instruments", type=_count, help="--simulate: the first N instruments")
+    bt.add_argument("--seed", type=int, default=7, help="--simulate: simulator seed")
+    bt.add_argument(
+        "--sim-start", type=_aware, default=_aware(DEFAULT_START), help="--simulate: time of the first tick"
+    )
+    bt.add_argument("--bar", type=float, default=60.0, help="equity sampling bar, seconds (Sharpe basis)")
+    bt.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    rp = subparsers.add_parser(
+        "replay",
+        help="re-publish a recorded session from the Kafka log under new tick ids for a replay broker",
+        description="Reads the ticks topic from a time or offset and publishes each tick again with a new "
+        "id derived from the old one and the broker extension set to --broker (e.g. paper-replay).",
+    )
+    rp.add_argument("--topic", default="market.equity.ticks")
+    rp.add_argument("--from", dest="start", required=True, help="ISO 8601 time, or a log offset")
+    rp.add_argument("--to", dest="end", type=_aware, help="stop at this tick time (exclusive)")
+    rp.add_argument("--broker", default="paper-replay", help="the broker the replay is for")
+    rp.add_argument(
+        "--allow-shared-state",
+        action="store_true",
+        help="publish even though today's stages share indicator and quote state across brokers",
+    )
+
+
+def run(args: argparse.Namespace) -> int | None:
+    if args.command == "backtest":
+        return _backtest(args)
+    if args.command == "replay":
+        return _replay(args)
+    return None
+
+
+# --- backtest ------------------------------------------------------------------------------------
+
+
+def backtest_settings(broker: str, strategies: Path | None, **extra: Any) -> Settings:
+    from alphapanda.topics import broker_kind
+
+    try:
+        if broker_kind(broker) != "paper":
+            raise ConfigError(f"--broker {broker}: a backtest trades a paper broker (paper, paper-2, ...)")
+    except ValueError as exc:
+        raise ConfigError(f"--broker: {exc}") from None
+    overrides: dict[str, Any] = {"brokers": (broker,), **extra}
+    if strategies is not None:
+        overrides["strategies_file"] = strategies
+    return load_settings(**overrides)
+
+
+def tick_source(args: argparse.Namespace, settings: Settings) -> tuple[Iterator[Event], int | None]:
+    """Stamped tick events for the run, and how many there will be if known."""
+    from alphapanda.runtime.backtest import between
+    from alphapanda.runtime.bootstrap import build_core
+    from alphapanda.runtime.feed import fixed_simulation
+    from alphapanda.runtime.tickfiles import read_ticks
+
+    stamper = TickStamper()
+    if args.ticks is not None:
+        ticks = read_ticks(args.ticks)
+        total = None
+    else:
+        instruments = build_core(settings).instruments[: args.instruments]
+        ticks = fixed_simulation(instruments, args.seed, args.sim_start, args.simulate)
+        total = args.simulate
+    events = (stamper.stamp(t) for t in ticks)
+    if args.start is not None or args.end is not None:
+        return between(events, args.start, args.end), None
+    return events, total
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    import time
+
+    from alphapanda.runtime.backtest import Backtest, BacktestStateStore, redis_store
+    from alphapanda.runtime.bootstrap import build_core
+
+    settings = backtest_settings(args.broker, args.strategies)
+    core = build_core(settings)
+    events, total = tick_source(args, settings)
+    started = time.perf_counter()
+    with _progress(total, enabled=not args.no_progress and sys.stderr.isatty()) as advance:
+        if args.state == "redis":
+            with redis_store(settings.redis.url or None, settings.redis.claim_ttl_s) as store:
+                result = Backtest(core, store, bar_seconds=args.bar).run(events, advance)
+        else:
+            result = Backtest(core, BacktestStateStore(), bar_seconds=args.bar).run(events, advance)
+    elapsed = time.perf_counter() - started
+    report = result.report
+    print(f"backtest: broker={args.broker} state={args.state}")
+    for line in report.summary_lines():
+        print("  " + line)
+    rate = report.ticks / elapsed if elapsed > 0 else 0.0
+    # Wall-clock figures go to the terminal only: the JSON report must be the same on every run.
+    print(f"  speed           {rate:,.0f} ticks/s ({elapsed:.2f} s)")
+    if args.json is not None:
+        args.json.write_text(report.dumps())
+        print(f"report: {args.json}")
+    if args.plot is not None:
+        code = write_plot(report, args.plot)
+        if code:
+            return code
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def write_plot(report: Any, path: Path) -> int:
+    from alphapanda.domain.report import plot_html, plot_svg
+
+    suffix = path.suffix.lower()
+    if suffix == ".svg":
+        path.write_text(plot_svg(report))
+    elif suffix in (".html", ".htm"):
+        path.write_text(plot_html(report))
+    elif suffix == ".png":
+        # The plot is a dependency-free SVG; PNG would need matplotlib, which is not a dependency.
+        print(
+            "alphapanda: PNG plots are not supported (no plotting dependency): "
+            "use --plot OUT.svg or OUT.html",
+            file=sys.stderr,
+        )
+        return 2
+    else:
+        print(f"alphapanda: --plot {path}: use .svg, .html or .png", file=sys.stderr)
+        return 2
+    return 0
+
+
+class _progress:
+    """A rich progress bar on a terminal, nothing otherwise."""
+
+    def __init__(self, total: int | None, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._total = total
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        if not self._enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+        )
+        self._bar.start()
+        task = self._bar.add_task("ticks", total=self._total)
+
+        def advance(n: int) -> None:
+            self._bar.advance(task, n)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# --- replay --------------------------------------------------------------------------------------
+
+
+def replay_id(old_id: str, broker: str) -> str:
+    """The replayed tick's id: derived from the recorded one, in the replay broker's namespace."""
+    from alphapanda.events import derive_id
+
+    return derive_id(old_id, "replay", broker)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from alphapanda.bus.kafka import EventPublisher, from_kafka
+    from alphapanda.events import EventType, InvalidEvent, MarketTick
+    from alphapanda.runtime.runinfo import resolve_endpoints
+    from alphapanda.topics import broker_kind, validate_broker_name
+
+    try:
+        validate_broker_name(args.broker)
+        broker_kind(args.broker)
+    except ValueError as exc:
+        raise ConfigError(f"--broker: {exc}") from None
+    if not args.allow_shared_state:
+        # Why refuse: ticks carry no broker today; the strategy runner fans every tick out to
+        # every broker and keeps one indicator state per strategy, and the order matcher trades
+        # every paper broker's resting orders on it. A replayed tick would move live state.
+        print(
+            "alphapanda: replay refused: the running stages do not yet scope ticks to a broker, so "
+            f"replayed ticks would reach live brokers' state, not only {args.broker}. Run the replay "
+            "against a separate deployment (ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS / ALPHAPANDA_REDIS__URL), "
+            "or pass --allow-shared-state if that is what you want.",
+            file=sys.stderr,
+        )
+        return 2
+    settings = resolve_endpoints(load_settings())
+    if args.broker not in settings.brokers:
+        print(f"alphapanda: note: broker {args.broker} is not among ALPHAPANDA_BROKERS", file=sys.stderr)
+    bootstrap = settings.kafka.bootstrap_servers
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "alphapanda-replay", "enable.auto.commit": False}
+    )
+    publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
+    published = 0
+    try:
+        meta = consumer.list_topics(args.topic, timeout=10)
+        if args.topic not in meta.topics or meta.topics[args.topic].error is not None:
+            raise ConfigError(f"--topic {args.topic}: no such topic")
+        partitions = sorted(meta.topics[args.topic].partitions)
+        if args.start.isdigit():
+            starts = [TopicPartition(args.topic, p, int(args.start)) for p in partitions]
+        else:
+            at_ms = int(_aware(args.start).timestamp() * 1000)
+            starts = consumer.offsets_for_times(
+                [TopicPartition(args.topic, p, at_ms) for p in partitions], timeout=10
+            )
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        remaining = sum(max(ends[tp.partition] - max(tp.offset, 0), 0) for tp in starts if tp.offset >= 0)
+        consumer.assign([tp for tp in starts if tp.offset >= 0])
+        while remaining > 0:
+            batch = consumer.consume(1000, timeout=5)
+            if not batch:
+                break
+            out = []
+            for msg in batch:
+                if msg.error():
+                    continue
+                remaining -= 1
+                try:
+                    event = from_kafka(msg.key(), msg.value(), msg.headers())  # type: ignore[arg-type]
+                except InvalidEvent:
+                    continue
+                if event.type is not EventType.MARKET_TICK or event.broker is not None:
+                    continue  # not a recorded live tick (e.g. an earlier replay's)
+                tick = event.data
+                assert isinstance(tick, MarketTick)
+                if args.end is not None and tick.exchange_timestamp >= args.end:
+                    continue
+                new_id = replay_id(event.id, args.broker)
+                out.append(
+                    replace(event, id=new_id, correlationid=new_id, causationid=event.id, broker=args.broker)
+                )
+            if out:
+                publisher.publish(out)
+                published += len(out)
+    finally:
+        consumer.close()
+        publisher.close()
+    print(f"replayed {published:,} ticks from {args.topic} for broker {args.broker}")
+    return 0

@@ -1,0 +1,38 @@
+"""`alphapanda bench ...`: benchmarks as commands that print figures (medians of several runs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser("bench", help="print benchmark figures (not tests)")
+    which = bench.add_subparsers(dest="bench", required=True)
+    bt = which.add_parser(
+        "backtest",
+        help="the reference workload: alphapanda backtest vs plain Python vs NautilusTrader",
+        description="Generates the reference workload (bench-workload.md, needs numpy: the `bench` extra).",
+    )
+    bt.add_argument("--ticks", type=int, default=1_000_000, help="ticks in the workload (default 1,000,000)")
+    bt.add_argument("--instruments", default="1,50", help="comma list of instrument counts (default 1,50)")
+    bt.add_argument("--runs", type=int, default=3, help="runs per engine; the median is printed")
+    bt.add_argument(
+        "--ours-ticks",
+        type=int,
+        help="run alphapanda on only the first N ticks (it is slow; its rate is per tick either way)",
+    )
+    bt.add_argument("--profile", type=Path, help="also cProfile alphapanda on 50,000 ticks into this file")
+
+
+def run(args: argparse.Namespace) -> int | None:
+    if args.command != "bench":
+        return None
+    if args.bench == "backtest":
+        from alphapanda.bench.backtest import bench
+
+        counts = [int(k) for k in args.instruments.split(",") if k.strip()]
+        bench(args.ticks, counts, args.runs, args.ours_ticks, args.profile)
+        return 0
+    return None

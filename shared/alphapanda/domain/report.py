@@ -1,0 +1,332 @@
+"""Backtest report: PnL, charges, round trips, drawdown, Sharpe and exposure, from fills and marks.
+
+Pure: the backtest engine feeds fills and prices in event order; nothing here reads a clock,
+a file or the state store, so the same inputs always give the same report (byte for byte once
+serialised by `to_json`). Money is Decimal; only the Sharpe ratio, a statistic, is a float.
+
+Sharpe basis: the equity curve is sampled once per bar of event time (the engine's `bar`,
+60 s by default). Per-bar returns are equity changes over the starting cash; the ratio is
+mean / sample standard deviation of those returns, times sqrt(bars per year), with a year of
+252 NSE sessions of 375 minutes (so a 60 s bar gives 94,500 periods a year). Risk-free rate 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from alphapanda.events import Side
+
+ZERO = Decimal(0)
+SESSION_SECONDS_PER_YEAR = 252 * 375 * 60
+
+
+def periods_per_year(bar_seconds: float) -> float:
+    """How many bars of `bar_seconds` of trading time make one year (the Sharpe annualisation)."""
+    return SESSION_SECONDS_PER_YEAR / bar_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """The part of a fill the report needs (and lists)."""
+
+    fill_id: str
+    order_id: str
+    strategy: str
+    instrument_token: int
+    tradingsymbol: str
+    side: Side
+    quantity: int
+    price: Decimal
+    charges: Decimal
+    filled_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fill_id": self.fill_id,
+            "order_id": self.order_id,
+            "strategy": self.strategy,
+            "instrument_token": self.instrument_token,
+            "tradingsymbol": self.tradingsymbol,
+            "side": self.side.value,
+            "quantity": self.quantity,
+            "price": str(self.price),
+            "charges": str(self.charges),
+            "filled_at": self.filled_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EquityPoint:
+    at: datetime
+    equity: Decimal
+    gross_exposure: Decimal
+    """Sum of |quantity| x mark over open positions at this point, in rupees."""
+
+
+@dataclass(slots=True)
+class _Holding:
+    quantity: int = 0
+    average: Decimal = ZERO
+    trip_pnl: Decimal = ZERO
+    """Realised PnL less charges of the round trip now open (flat -> ... -> flat)."""
+
+
+@dataclass
+class EquityTracker:
+    """Marks positions to market and samples equity once per bar of event time.
+
+    Positions are per (strategy, instrument), average-cost, like the portfolio manager's books.
+    A round trip runs from flat to flat; a fill that flips a position closes one trip at its
+    price and opens the next with the rest. Charges count against the trip open when they are
+    paid (the closing one, for a flip).
+    """
+
+    starting_cash: Decimal
+    bar_seconds: float = 60.0
+    cash: Decimal = ZERO
+    charges: Decimal = ZERO
+    trips: list[Decimal] = field(default_factory=list)
+    curve: list[EquityPoint] = field(default_factory=list)
+    _holdings: dict[tuple[str, int], _Holding] = field(default_factory=dict)
+    _marks: dict[int, Decimal] = field(default_factory=dict)
+    _bucket: int | None = None
+    _last_at: datetime | None = None
+
+    def on_fill(self, fill: FillRecord) -> None:
+        key = (fill.strategy, fill.instrument_token)
+        h = self._holdings.setdefault(key, _Holding())
+        signed = fill.side.sign * fill.quantity
+        self.cash -= signed * fill.price
+        self.charges += fill.charges
+        h.trip_pnl -= fill.charges
+        q = h.quantity
+        if q == 0 or (q > 0) == (signed > 0):
+            h.average = (h.average * abs(q) + fill.price * fill.quantity) / abs(q + signed)
+            h.quantity = q + signed
+        else:
+            closed = min(abs(q), fill.quantity)
+            h.trip_pnl += (fill.price - h.average) * closed * (1 if q > 0 else -1)
+            h.quantity = q + signed
+            if h.quantity == 0 or (h.quantity > 0) != (q > 0):
+                self.trips.append(h.trip_pnl)
+                h.trip_pnl = ZERO
+                h.average = fill.price if h.quantity else ZERO
+        self._marks[fill.instrument_token] = fill.price
+
+    def on_mark(self, token: int, price: Decimal, at: datetime) -> None:
+        """A new price of `token` at `at`; the first mark of each bar samples the equity."""
+        self._marks[token] = price
+        self._last_at = at
+        bucket = math.floor(at.timestamp() / self.bar_seconds)
+        if bucket != self._bucket:
+            self._bucket = bucket
+            self.curve.append(self._point(at))
+
+    def finish(self) -> None:
+        """Sample the closing equity (unless the last sample is already at the last mark)."""
+        if self._last_at is not None and (not self.curve or self.curve[-1].at != self._last_at):
+            self.curve.append(self._point(self._last_at))
+
+    def _point(self, at: datetime) -> EquityPoint:
+        value, gross = ZERO, ZERO
+        for (_strategy, token), h in self._holdings.items():
+            if h.quantity:
+                mark = self._marks.get(token, h.average)
+                value += h.quantity * mark
+                gross += abs(h.quantity) * mark
+        return EquityPoint(at, self.starting_cash + self.cash - self.charges + value, gross)
+
+
+@dataclass(frozen=True)
+class Report:
+    starting_cash: Decimal
+    net_pnl: Decimal
+    charges: Decimal
+    gross_pnl: Decimal
+    trades: int
+    round_trips: int
+    winning_trips: int
+    win_rate: float | None
+    max_drawdown: Decimal
+    max_drawdown_pct: float
+    sharpe: float | None
+    sharpe_basis: str
+    time_in_market_pct: float
+    max_gross_exposure: Decimal
+    ticks: int
+    events: dict[str, int]
+    curve: tuple[EquityPoint, ...] = field(repr=False)
+    fills: tuple[FillRecord, ...] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "starting_cash": str(self.starting_cash),
+            "net_pnl": str(self.net_pnl),
+            "gross_pnl": str(self.gross_pnl),
+            "charges": str(self.charges),
+            "trades": self.trades,
+            "round_trips": self.round_trips,
+            "winning_trips": self.winning_trips,
+            "win_rate": _round(self.win_rate),
+            "max_drawdown": str(self.max_drawdown),
+            "max_drawdown_pct": _round(self.max_drawdown_pct),
+            "sharpe": _round(self.sharpe),
+            "sharpe_basis": self.sharpe_basis,
+            "time_in_market_pct": _round(self.time_in_market_pct),
+            "max_gross_exposure": str(self.max_gross_exposure),
+            "ticks": self.ticks,
+            "events": dict(sorted(self.events.items())),
+            "equity_curve": [
+                {"at": p.at.isoformat(), "equity": str(p.equity), "gross_exposure": str(p.gross_exposure)}
+                for p in self.curve
+            ],
+            "fills": [f.to_json() for f in self.fills],
+        }
+
+    def dumps(self) -> str:
+        """The report as JSON text: the same run always gives the same bytes."""
+        return json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n"
+
+    def summary_lines(self) -> list[str]:
+        win = "n/a" if self.win_rate is None else f"{self.win_rate:.1%}"
+        sharpe = "n/a" if self.sharpe is None else f"{self.sharpe:.2f}"
+        return [
+            f"ticks           {self.ticks:,}",
+            f"net PnL         Rs {self.net_pnl:,.2f}  (gross Rs {self.gross_pnl:,.2f}, "
+            f"charges Rs {self.charges:,.2f})",
+            f"trades          {self.trades:,} fills, {self.round_trips:,} round trips, win rate {win}",
+            f"max drawdown    Rs {self.max_drawdown:,.2f} ({self.max_drawdown_pct:.2%} of peak)",
+            f"Sharpe          {sharpe}  ({self.sharpe_basis})",
+            f"exposure        in market {self.time_in_market_pct:.1%} of bars, "
+            f"max gross Rs {self.max_gross_exposure:,.2f}",
+        ]
+
+
+def _round(value: float | None) -> float | None:
+    # Rounded so the JSON never shows float noise that a different libm could change.
+    return None if value is None else round(value, 10)
+
+
+def max_drawdown(equity: Sequence[Decimal]) -> tuple[Decimal, float]:
+    """Largest fall from a running peak, in rupees and as a fraction of that peak."""
+    peak: Decimal | None = None
+    worst, worst_pct = ZERO, 0.0
+    for value in equity:
+        peak = value if peak is None or value > peak else peak
+        fall = peak - value
+        if fall > worst:
+            worst = fall
+            worst_pct = float(fall / peak) if peak > 0 else 0.0
+    return worst, worst_pct
+
+
+def sharpe_ratio(equity: Sequence[Decimal], capital: Decimal, periods: float) -> float | None:
+    """Annualised Sharpe of per-period equity changes over `capital`; None below 2 returns or 0 spread."""
+    if capital <= 0:
+        return None
+    returns = [float((b - a) / capital) for a, b in itertools.pairwise(equity)]
+    if len(returns) < 2:
+        return None
+    spread = statistics.stdev(returns)
+    if spread == 0:
+        return None
+    return statistics.fmean(returns) / spread * math.sqrt(periods)
+
+
+def build_report(
+    tracker: EquityTracker, fills: Sequence[FillRecord], *, ticks: int, events: dict[str, int]
+) -> Report:
+    curve = tracker.curve
+    equity = [p.equity for p in curve]
+    final = equity[-1] if equity else tracker.starting_cash
+    drawdown, drawdown_pct = max_drawdown(equity)
+    wins = sum(1 for pnl in tracker.trips if pnl > 0)
+    in_market = sum(1 for p in curve if p.gross_exposure > 0)
+    bar = tracker.bar_seconds
+    return Report(
+        starting_cash=tracker.starting_cash,
+        net_pnl=final - tracker.starting_cash,
+        charges=tracker.charges,
+        gross_pnl=final - tracker.starting_cash + tracker.charges,
+        trades=len(fills),
+        round_trips=len(tracker.trips),
+        winning_trips=wins,
+        win_rate=wins / len(tracker.trips) if tracker.trips else None,
+        max_drawdown=drawdown,
+        max_drawdown_pct=drawdown_pct,
+        sharpe=sharpe_ratio(equity, tracker.starting_cash, periods_per_year(bar)),
+        sharpe_basis=f"per-{bar:g}s-bar returns on starting cash, "
+        f"x sqrt({periods_per_year(bar):,.0f} bars/yr)",
+        time_in_market_pct=in_market / len(curve) if curve else 0.0,
+        max_gross_exposure=max((p.gross_exposure for p in curve), default=ZERO),
+        ticks=ticks,
+        events=events,
+        curve=tuple(curve),
+        fills=tuple(fills),
+    )
+
+
+def plot_svg(report: Report, width: int = 900, height: int = 420) -> str:
+    """Equity curve over drawdown as a self-contained SVG: no plotting library needed."""
+    curve = report.curve
+    top_h, gap = int(height * 0.62), 30
+    bottom_h = height - top_h - gap
+    pad = 60
+    if len(curve) < 2:
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+            '<text x="20" y="40">not enough equity samples to plot</text></svg>'
+        )
+    eq = [float(p.equity) for p in curve]
+    peak, dd = eq[0], []
+    for v in eq:
+        peak = max(peak, v)
+        dd.append(v - peak)
+    lo, hi = min(eq), max(eq)
+    hi = hi if hi > lo else lo + 1
+    dlo = min(dd) if min(dd) < 0 else -1.0
+    n = len(eq) - 1
+    plot_w = width - pad - 20
+
+    def x(i: int) -> float:
+        return pad + plot_w * i / n
+
+    def line(values: list[float], y0: float, h: float, vmin: float, vmax: float) -> str:
+        return " ".join(
+            f"{x(i):.1f},{y0 + h - (v - vmin) / (vmax - vmin) * h:.1f}" for i, v in enumerate(values)
+        )
+
+    first, last = curve[0].at.isoformat(), curve[-1].at.isoformat()
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            'font-family="sans-serif" font-size="11">',
+            f'<rect width="{width}" height="{height}" fill="white"/>',
+            f'<text x="{pad}" y="14">equity (Rs): {lo:,.2f} .. {hi:,.2f}</text>',
+            f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.2" '
+            f'points="{line(eq, 20, top_h - 20, lo, hi)}"/>',
+            f'<text x="{pad}" y="{top_h + gap - 6}">drawdown (Rs): {dlo:,.2f} .. 0</text>',
+            f'<polyline fill="none" stroke="#d62728" stroke-width="1.2" '
+            f'points="{line(dd, top_h + gap, bottom_h - 15, dlo, 0.0)}"/>',
+            f'<text x="{pad}" y="{height - 2}">{first}</text>',
+            f'<text x="{width - 20}" y="{height - 2}" text-anchor="end">{last}</text>',
+            "</svg>",
+        ]
+    )
+
+
+def plot_html(report: Report) -> str:
+    """The SVG plot and the summary in one standalone HTML page."""
+    rows = "\n".join(f"<li><pre>{line}</pre></li>" for line in report.summary_lines())
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Alpha Panda backtest</title></head>"
+        f"<body><h1>Backtest</h1><ul>{rows}</ul>{plot_svg(report)}</body></html>\n"
+    )
