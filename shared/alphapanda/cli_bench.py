@@ -24,6 +24,16 @@ def register(subparsers: Any) -> None:
         help="run alphapanda on only the first N ticks (it is slow; its rate is per tick either way)",
     )
     bt.add_argument("--profile", type=Path, help="also cProfile alphapanda on 50,000 ticks into this file")
+    pl = which.add_parser(
+        "pipeline",
+        help="the Kafka pipeline on the embedded broker and Redis vs the raw broker round trip",
+    )
+    pl.add_argument("--ticks", type=int, default=20_000, help="ticks per throughput run")
+    pl.add_argument("--runs", type=int, default=3, help="throughput runs; the median is printed")
+    pl.add_argument("--latency-rate", type=float, default=200.0, help="ticks/s of the latency run")
+    ht = which.add_parser("http", help="events/s through one functions-framework stage vs a no-op function")
+    ht.add_argument("--events", type=int, default=2_000, help="events per run")
+    ht.add_argument("--runs", type=int, default=3, help="runs; the median is printed")
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -34,5 +44,15 @@ def run(args: argparse.Namespace) -> int | None:
 
         counts = [int(k) for k in args.instruments.split(",") if k.strip()]
         bench(args.ticks, counts, args.runs, args.ours_ticks, args.profile)
+        return 0
+    if args.bench == "pipeline":
+        from alphapanda.bench.pipeline import bench as bench_pipeline
+
+        bench_pipeline(args.ticks, args.latency_rate, args.runs)
+        return 0
+    if args.bench == "http":
+        from alphapanda.bench.http import bench as bench_http
+
+        bench_http(args.events, args.runs)
         return 0
     return None

@@ -1,4 +1,5 @@
-"""The Zerodha commands: `alphapanda login`, `alphapanda instruments sync`, `alphapanda reconcile`.
+"""The Zerodha commands: `alphapanda login`, `alphapanda instruments sync`, `alphapanda reconcile`,
+`alphapanda kite-sandbox`.
 
 `register(subparsers)` adds them to the `alphapanda` parser (`reconcile` only if the parser has
 none yet); `run(args)` runs one and returns its exit code, or None when the parsed command is
@@ -55,6 +56,20 @@ def register(subparsers: Any) -> None:
     )
     sync.add_argument("--broker", type=_broker, default="zerodha", help="whose Kite session to use")
     sync.set_defaults(zerodha_command=_instruments_sync)
+
+    sandbox = subparsers.add_parser(
+        "kite-sandbox",
+        help="run a local Kite Connect sandbox (REST and ticker) until Ctrl-C",
+        description="Serve Kite Connect v3 HTTP and the KiteTicker protocol on loopback, trading the "
+        "configured instrument list (ALPHAPANDA_INSTRUMENTS_FILE, default the shipped NSE list), and print "
+        "the roots and the api key and secret to use. The same as `python -m alphapanda.kite_sandbox`, "
+        "with the pipeline's instruments.",
+    )
+    sandbox.add_argument("--port", type=int, default=0, help="REST port on 127.0.0.1 (0: any free port)")
+    sandbox.add_argument("--ws-port", type=int, help="ticker port (default: --port + 1, or any free port)")
+    sandbox.add_argument("--seed", type=int, default=0, help="random-walk seed")
+    sandbox.add_argument("--tick-interval", type=float, default=1.0, help="seconds between market ticks")
+    sandbox.set_defaults(zerodha_command=_kite_sandbox)
 
     if "reconcile" in subparsers.choices:
         return
@@ -193,3 +208,47 @@ def _reconcile(args: argparse.Namespace) -> int:
     else:
         print("alert not sent: ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS is not set")
     return 1
+
+
+def _kite_sandbox(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    from types import FrameType
+
+    from alphapanda.domain.instruments import load_instruments
+    from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
+    from alphapanda.runtime.sandboxed import SANDBOX_API_KEY, SANDBOX_API_SECRET, sandbox_instruments
+
+    if args.tick_interval <= 0:
+        raise ConfigError("--tick-interval must be more than 0")
+    instruments = load_instruments(load_settings().instruments_file)
+    ws_port = args.ws_port if args.ws_port is not None else (args.port + 1 if args.port else 0)
+    sandbox = KiteSandbox(
+        SANDBOX_API_KEY,
+        SANDBOX_API_SECRET,
+        instruments=sandbox_instruments(instruments),
+        seed=args.seed,
+        port=args.port,
+        ws_port=ws_port,
+        config=SandboxConfig(tick_interval=args.tick_interval),
+    )
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with sandbox:
+        print(f"Kite sandbox REST root:   {sandbox.root}  (ALPHAPANDA_KITE__ROOT)", flush=True)
+        print(f"Kite sandbox ticker root: {sandbox.ws_root}  (ALPHAPANDA_KITE__WS_ROOT)", flush=True)
+        print(
+            f"api_key={sandbox.api_key} api_secret={sandbox.api_secret}  "
+            "(ALPHAPANDA_KITE__API_KEY, ALPHAPANDA_KITE__API_SECRET)",
+            flush=True,
+        )
+        print(f"{len(instruments)} instruments; login page: {sandbox.login_url}", flush=True)
+        print(f"request token without a browser: POST {sandbox.root}/_sandbox/request_token", flush=True)
+        stop.wait()
+    print("Kite sandbox stopped", flush=True)
+    return 0

@@ -152,7 +152,9 @@ class KiteSettings(_Section):
     request_timeout_s: float = Field(default=7.0, gt=0)
     algo_id: str = Field(default="", description="Exchange algo id to send with every order, if registered.")
     reconcile_interval_s: float = Field(
-        default=60.0, gt=0, description="`alphapanda run` compares the books with kite.positions() this often."
+        default=60.0,
+        gt=0,
+        description="`alphapanda run` checks the books against kite.positions() this often.",
     )
 
 

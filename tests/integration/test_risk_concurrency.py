@@ -47,8 +47,14 @@ def _signals(seed: int) -> list[Event]:
         )
         out.append(
             Event(
-                id=f"sig-{n}", type=EventType.SIGNAL_RAW, source="/test", data=signal,
-                partitionkey=str(token), correlationid=f"idea-{n}", causationid=f"tick-{n}", broker="paper",
+                id=f"sig-{n}",
+                type=EventType.SIGNAL_RAW,
+                source="/test",
+                data=signal,
+                partitionkey=str(token),
+                correlationid=f"idea-{n}",
+                causationid=f"tick-{n}",
+                broker="paper",
             )
         )
     return out

@@ -98,7 +98,13 @@ class BindingWorker(threading.Thread):
             partitions = self._assign(consumer)
             self.ready.set()
             while not self._stop_requested.is_set():
-                records = consumer.consume(self._delivery.batch_size, timeout=0.1)
+                # consume(n, timeout) waits for n records or the whole timeout, which would add
+                # up to the timeout to every hop; poll() returns on the first record, and the
+                # rest already fetched are taken without waiting.
+                first = consumer.poll(0.1)
+                records = (
+                    [] if first is None else [first, *consumer.consume(self._delivery.batch_size - 1, 0)]
+                )
                 records = [r for r in records if not self._is_noise(r)]
                 if not records:
                     self.stats.lag = self._lag(consumer, partitions)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -25,7 +27,10 @@ from alphapanda.runtime.marks import mark_to_market
 from alphapanda.runtime.reports import BrokerSummary, broker_summary
 from alphapanda.runtime.runinfo import remove_runinfo, write_runinfo
 from alphapanda.state.store import RedisStateStore, StateStore
-from alphapanda.topics import Function, bindings
+from alphapanda.topics import Function, bindings, broker_kind
+
+if TYPE_CHECKING:
+    from alphapanda.brokers.zerodha.reconcile import PeriodicReconciler
 
 MARK_INTERVAL_S = 5.0
 """How often open positions are marked to market (PnL snapshots, today's PnL for the loss limit)."""
@@ -39,6 +44,8 @@ class RunOptions:
     duration: float | None = None
     replay: Path | None = None
     live_view: bool = True
+    kite_sandbox: bool = False
+    """Trade zerodha against a local Kite sandbox and take the market feed from its ticker."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,14 @@ class RunTotals:
             f"dead_lettered={self.dead_lettered}"
         )
 
+    def broker_lines(self) -> list[str]:
+        """One parseable line per broker: `broker NAME: signals=… orders=… fills=…`."""
+        return [
+            f"broker {b.broker}: signals={c.signals} validated={c.validated} rejected={c.rejected} "
+            f"orders={c.orders} fills={c.fills} cancelled={c.cancelled}"
+            for b, c in zip(self.brokers, self.per_broker, strict=True)
+        ]
+
 
 class _Stop(Exception):
     pass
@@ -75,11 +90,15 @@ def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
 def run_local(settings: Settings, options: RunOptions, console: Console | None = None) -> RunTotals:
     """Start everything, run until the duration ends, the replay is done or Ctrl-C; then stop it all."""
     console = console or Console()
+    if options.kite_sandbox:
+        from alphapanda.runtime.sandboxed import sandbox_settings
+
+        settings = sandbox_settings(settings)
     core = build_core(settings)
     instruments = core.instruments[: options.instruments] if options.instruments else core.instruments
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        with infrastructure(settings) as settings:
+        with infrastructure(settings) as settings, contextlib.ExitStack() as extras:
             console.print(
                 f"[bold]alphapanda[/] kafka {settings.kafka.bootstrap_servers}  redis {settings.redis.url}  "
                 f"brokers {','.join(settings.brokers)}  instruments {len(instruments)}"
@@ -97,17 +116,29 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
             dispatcher.start()
             market_start = session_start_for_simulation(load_trading_calendar(), now())
             if not options.replay:
-                console.print(f"simulated NSE market clock starts at {market_start:%Y-%m-%d %H:%M:%S %Z}")
+                source = "Kite sandbox" if options.kite_sandbox else "simulated NSE"
+                console.print(f"{source} market clock starts at {market_start:%Y-%m-%d %H:%M:%S %Z}")
             ticks: Iterator[MarketTick] = (
                 read_ticks_csv(options.replay)
                 if options.replay
                 else live_simulation(instruments, options.seed, market_start)
             )
+            if options.kite_sandbox:
+                from alphapanda.runtime.sandboxed import kite_sandbox
+
+                sandboxed = extras.enter_context(
+                    kite_sandbox(
+                        settings, instruments, seed=options.seed, rate=options.rate, market_start=market_start
+                    )
+                )
+                console.print(f"Kite sandbox {sandboxed.sandbox.root}  ticker {sandboxed.sandbox.ws_root}")
+                ticks = sandboxed.ticks
+            reconcilers = _reconcilers(settings, core, publisher, console)
             feed = FeedPublisher(ticks, publisher, options.rate)
             started = time.monotonic()
             feed.start()
             try:
-                _watch(core, dispatcher, feed, store, publisher, options, started, console)
+                _watch(core, dispatcher, feed, store, publisher, options, started, console, reconcilers)
             except (KeyboardInterrupt, _Stop):
                 console.print("stopping…")
             finally:
@@ -126,6 +157,26 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
         signal.signal(signal.SIGTERM, previous)
 
 
+def _reconcilers(
+    settings: Settings, core: Core, publisher: EventPublisher, console: Console
+) -> list[PeriodicReconciler]:
+    """Zerodha brokers' books against kite.positions(), at start and every reconcile interval."""
+    if not any(broker_kind(b) == "zerodha" for b in settings.brokers):
+        return []
+    from alphapanda.brokers.zerodha.reconcile import live_reconcilers
+
+    names = {i.instrument_token: (i.tradingsymbol, i.exchange) for i in core.instruments}
+    return live_reconcilers(
+        settings.brokers,
+        settings.kite,
+        settings.redis.url,
+        settings.redis.claim_ttl_s,
+        publisher.publish,
+        names=lambda token: names.get(token, ("", "")),
+        report=console.print,
+    )
+
+
 def _watch(
     core: Core,
     dispatcher: Dispatcher,
@@ -135,6 +186,7 @@ def _watch(
     options: RunOptions,
     started: float,
     console: Console,
+    reconcilers: Sequence[PeriodicReconciler] = (),
 ) -> None:
     last_ticks, last_time = 0, started
     last_mark = started
@@ -146,6 +198,8 @@ def _watch(
             if now - last_time >= 1.0:
                 rate = (feed.published - last_ticks) / (now - last_time)
                 last_ticks, last_time = feed.published, now
+            for reconciler in reconcilers:
+                reconciler.maybe_run(now)
             if now - last_mark >= MARK_INTERVAL_S:
                 for broker in core.brokers:
                     mark_to_market(store, publisher, broker)
@@ -186,6 +240,21 @@ class BrokerCounts:
     cancelled: int
 
 
+def _fills(dispatcher: Dispatcher, broker: str | None) -> int:
+    """Fills the order stages made, plus those of live brokers: their fills come from the venue
+    (order updates), outside the dispatcher, so they are counted where the portfolio took them in."""
+    made = _count(dispatcher, _ORDER_STAGES, EventType.ORDER_FILLED, broker)
+    live = sum(
+        w.stats.consumed
+        for w in dispatcher.workers
+        if w.binding.function is Function.PORTFOLIO_MANAGER
+        and w.binding.broker is not None
+        and broker_kind(w.binding.broker) != "paper"
+        and (broker is None or w.binding.broker == broker)
+    )
+    return made + live
+
+
 def _broker_counts(dispatcher: Dispatcher, broker: str | None) -> BrokerCounts:
     risk = (Function.RISK_MANAGER,)
     return BrokerCounts(
@@ -199,7 +268,7 @@ def _broker_counts(dispatcher: Dispatcher, broker: str | None) -> BrokerCounts:
         validated=_count(dispatcher, risk, EventType.SIGNAL_VALIDATED, broker),
         rejected=_count(dispatcher, risk, EventType.SIGNAL_REJECTED, broker),
         orders=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_SUBMITTED, broker),
-        fills=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_FILLED, broker),
+        fills=_fills(dispatcher, broker),
         cancelled=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_CANCELLED, broker),
     )
 
@@ -281,5 +350,7 @@ def _print_summary(console: Console, totals: RunTotals, elapsed: float, drained:
             "[yellow]the pipeline had not drained when it was stopped; the rest stays on the topics[/]"
         )
     console.print(f"ran {elapsed:,.1f}s; {totals.ticks / max(elapsed, 1e-9):,.0f} ticks/s on average")
-    # Plain print: one unwrapped line that scripts and tests can parse.
+    # Plain print: unwrapped lines that scripts and tests can parse.
+    for line in totals.broker_lines():
+        print(line, flush=True)
     print(totals.line(), flush=True)

@@ -95,4 +95,3 @@ def _update_day(client: redis.Redis, key: str, unrealised: dict[str, str]) -> No
                 return
             except redis.WatchError:
                 continue
-

@@ -1,16 +1,24 @@
-"""The shared order-rate limit: one Lua sliding window in a real redis-server for every instance."""
+"""The shared order-rate limit: one Lua sliding window in a real redis-server for every instance,
+and three ZerodhaTrader instances placing real orders in the Kite sandbox under it."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any, ClassVar
 
 import pytest
 import redis
+from kiteconnect import KiteConnect
+from zerodha_env import API_KEY, BROKER, validated
 
 from alphapanda.brokers.zerodha.errors import KiteThrottled
 from alphapanda.brokers.zerodha.rate_limit import OrderRateLimiter
+from alphapanda.brokers.zerodha.trader import ZerodhaTrader
+from alphapanda.config import KiteSettings
+from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
 from alphapanda.runtime.embedded import EmbeddedRedis
+from alphapanda.state.store import RedisStateStore
 
 
 def test_acquire_when_three_instances_share_redis_then_no_second_ever_holds_more_than_the_limit(
@@ -56,3 +64,73 @@ def test_acquire_when_minute_budget_is_spent_then_wait_is_the_rest_of_the_minute
     with pytest.raises(KiteThrottled):
         limiter.acquire()
     assert OrderRateLimiter(client, "zerodha-b", per_second=100, per_minute=3).try_acquire() == 0
+
+
+@pytest.fixture
+def sandbox_config() -> SandboxConfig:
+    # Kite's own limit in the sandbox is twice the deployment's. Not less: a full second's burst
+    # admitted at the end of one window and the next at the start of the following one may
+    # arrive at Kite within one second of each other once the network jitters.
+    return SandboxConfig(tick_interval=None, order_latency=0.005, order_rate_per_second=6)
+
+
+class _RecordingKite(KiteConnect):  # type: ignore[misc]
+    """The official client, noting when each accepted placement started and any 429 from Kite."""
+
+    calls: ClassVar[list[float]] = []
+    throttled: ClassVar[list[str]] = []
+    lock = threading.Lock()
+
+    def place_order(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            order_id = super().place_order(*args, **kwargs)
+        except Exception as exc:
+            # A dropped connection is retried by the trader (after a lookup); only 429s matter here.
+            if "429" in str(exc) or "Too many" in str(exc):
+                with self.lock:
+                    self.throttled.append(str(exc))
+            raise
+        with self.lock:
+            self.calls.append(started)
+        return order_id
+
+
+def test_handle_when_three_traders_place_at_once_then_the_deployment_rate_holds_and_kite_never_throttles(
+    sandbox: KiteSandbox, kite_settings: KiteSettings, access_token: str, redis_server: EmbeddedRedis
+) -> None:
+    settings = kite_settings.model_copy(update={"orders_per_second": 3, "orders_per_minute": 200})
+    _RecordingKite.calls, _RecordingKite.throttled = [], []
+
+    def client(token: str) -> Any:
+        return _RecordingKite(API_KEY, access_token=token, root=sandbox.root, disable_ssl=True)
+
+    traders = [
+        ZerodhaTrader(frozenset({BROKER}), settings, clients=client, throttle_backoff_s=0.02)
+        for _ in range(3)
+    ]
+    start = threading.Barrier(3)
+    failures: list[BaseException] = []
+
+    def place(n: int, trader: ZerodhaTrader) -> None:
+        # Each trader with its own Redis connection, as three pods would have.
+        store = RedisStateStore(redis.Redis.from_url(redis_server.url), 3600)
+        start.wait()
+        for i in range(3):
+            try:
+                trader.handle(validated(f"rate-{n}-{i}"), store)
+            except BaseException as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=place, args=(n, t)) for n, t in enumerate(traders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    calls = sorted(_RecordingKite.calls)
+    assert failures == []
+    assert len(sandbox.orders()) == 9 and len(calls) == 9
+    assert _RecordingKite.throttled == []
+    # Any 4 placements span at least a second (a little slack for the client's own timing).
+    assert min(calls[i + 3] - calls[i] for i in range(len(calls) - 3)) > 0.95

@@ -9,15 +9,20 @@ is reported as an `Alert` on `{broker}.alerts` and returned, never corrected aut
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from alphapanda.config import KiteSettings
 from alphapanda.domain.portfolio import Book
 from alphapanda.events import Alert, Event, EventType, Severity, derive_id, now, source_of
 from alphapanda.state import keys as core_keys
 from alphapanda.state.store import StateStore
+
+log = logging.getLogger(__name__)
 
 SOURCE_FUNCTION = "reconcile"
 
@@ -124,3 +129,106 @@ def reconcile(
         book_positions(load_books(store, broker)), kite_positions(kite.positions()), names
     )
     return Reconciliation(breaks, reconciliation_alert(broker, breaks, clock()) if breaks else None)
+
+
+class PeriodicReconciler:
+    """`reconcile` for one broker at start and then every `interval_s`, for a long-running process.
+
+    A fill Kite has made but the portfolio has not applied yet looks like a difference for a
+    moment, so a difference is checked again after `settle_s` and only a lasting one is
+    alerted. A failing check (no session yet, Kite unreachable) is logged and tried again at
+    the next interval: reconciliation must never stop trading.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        kite: Callable[[], Any],
+        broker: str,
+        publish: Callable[[list[Event]], Any],
+        *,
+        interval_s: float,
+        names: Callable[[int], tuple[str, str]] = lambda _t: ("", ""),
+        report: Callable[[str], Any] = log.info,
+        settle_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._kite = kite
+        self.broker = broker
+        self._publish = publish
+        self.interval_s = interval_s
+        self._names = names
+        self._report = report
+        self._settle_s = settle_s
+        self._last: float | None = None
+        self.checks = 0
+        self.alerts = 0
+
+    def maybe_run(self, at: float) -> Reconciliation | None:
+        """Reconcile if it is due at monotonic time `at` (always on the first call)."""
+        if self._last is not None and at - self._last < self.interval_s:
+            return None
+        self._last = at
+        try:
+            return self.run()
+        except Exception as exc:
+            log.warning("reconciliation of %s with Kite failed, retrying next round: %s", self.broker, exc)
+            return None
+
+    def run(self) -> Reconciliation:
+        result = reconcile(self._store, self._kite(), self.broker, names=self._names)
+        if result.breaks and self._settle_s > 0:
+            time.sleep(self._settle_s)
+            result = reconcile(self._store, self._kite(), self.broker, names=self._names)
+        self.checks += 1
+        if result.alert is not None:
+            self._publish([result.alert])
+            self.alerts += 1
+            details = ", ".join(f"{b.label} books {b.expected} kite {b.actual}" for b in result.breaks)
+            self._report(
+                f"reconcile {self.broker}: {len(result.breaks)} position(s) differ from Kite's ({details}); "
+                f"alert sent to {result.alert.topic}"
+            )
+        return result
+
+
+def live_reconcilers(
+    brokers: Iterable[str],
+    kite_settings: KiteSettings,
+    redis_url: str,
+    claim_ttl_s: int,
+    publish: Callable[[list[Event]], Any],
+    *,
+    names: Callable[[int], tuple[str, str]] = lambda _t: ("", ""),
+    report: Callable[[str], Any] = log.info,
+) -> list[PeriodicReconciler]:
+    """One `PeriodicReconciler` per zerodha-kind broker in `brokers`, each with its own session."""
+    import redis
+
+    from alphapanda.brokers.zerodha.client import kite_client
+    from alphapanda.brokers.zerodha.session import SessionStore
+    from alphapanda.state.store import RedisStateStore
+    from alphapanda.topics import broker_kind
+
+    zerodha = [b for b in brokers if broker_kind(b) == "zerodha"]
+    if not zerodha:
+        return []
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStateStore(client, claim_ttl_s)
+
+    def kite_for(broker: str) -> Callable[[], Any]:
+        # The token is read on every check: a login during the run replaces it.
+        return lambda: kite_client(kite_settings, SessionStore(client, broker).access_token())
+
+    return [
+        PeriodicReconciler(
+            store,
+            kite_for(broker),
+            broker,
+            publish,
+            interval_s=kite_settings.reconcile_interval_s,
+            names=names,
+            report=report,
+        )
+        for broker in zerodha
+    ]
