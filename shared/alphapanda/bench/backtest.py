@@ -207,7 +207,7 @@ def run_nautilus(w: Workload) -> tuple[float, float, int] | None:
     except ImportError:
         return None
 
-    class EmaConfig(StrategyConfig, frozen=True):
+    class EmaConfig(StrategyConfig, frozen=True):  # type: ignore[misc,call-arg]
         instrument_ids: tuple[Any, ...] = ()
 
     class Ema(Strategy):  # type: ignore[misc]
