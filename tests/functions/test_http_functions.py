@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,54 +15,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from alphapanda import topics
 from alphapanda.bus.kafka import ensure_topics, from_kafka
 from alphapanda.events import IST, Event, EventType, MarketTick, Side, Signal, derive_id, to_attributes
-from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
+from function_server import FunctionServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class FunctionServer:
-    def __init__(self, name: str, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--source",
-                str(ROOT / "functions" / name / "main.py"),
-                "--target",
-                "handle",
-                "--signature-type",
-                "cloudevent",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"functions-framework exited: {self._proc.stdout.read().decode()}")  # type: ignore[union-attr]
-            try:
-                requests.get(self.url, timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("functions-framework did not start")
-
-    def post(self, event_attrs: dict[str, str], body: bytes) -> requests.Response:
-        headers = {f"ce-{k}": v for k, v in event_attrs.items() if k != "datacontenttype"}
-        headers["content-type"] = event_attrs.get("datacontenttype", "application/json")
-        return requests.post(self.url, headers=headers, data=body, timeout=30)
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(10)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from zerodha_env import (
     BROKER,
     INFY,
     SBIN,
-    FunctionServer,
     of_type,
     read_events,
     validated,
@@ -36,6 +35,7 @@ from alphapanda.runtime.bootstrap import build_core, connect
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 from alphapanda.state import keys as core_keys
 from alphapanda.topics import Function, bindings
+from function_server import FunctionServer
 
 STRATEGY = "live_test"
 
@@ -54,6 +54,7 @@ class Deployment:
                 "ALPHAPANDA_KITE__API_KEY": API_KEY,
                 "ALPHAPANDA_KITE__API_SECRET": API_SECRET,
             },
+            signature="http",
         )
         config = SandboxConfig(tick_interval=0.05, order_latency=0.005, heartbeat_interval=0.5)
         self.sandbox = KiteSandbox(

@@ -18,7 +18,6 @@ from zerodha_env import (
     API_SECRET,
     BROKER,
     SBIN,
-    FunctionServer,
     of_type,
     read_events,
     validated,
@@ -43,6 +42,7 @@ from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 from alphapanda.state import keys as core_keys
 from alphapanda.state.store import RedisStateStore
+from function_server import FunctionServer
 
 ORDER_TOPICS = [
     topics.orders_filled(BROKER),
@@ -69,6 +69,7 @@ class Live:
                 "ALPHAPANDA_KITE__API_KEY": API_KEY,
                 "ALPHAPANDA_KITE__API_SECRET": API_SECRET,
             },
+            signature="http",
         )
         config = SandboxConfig(tick_interval=0.05, order_latency=0.005, heartbeat_interval=0.5)
         self.sandbox = KiteSandbox(API_KEY, API_SECRET, config=config, postback_url=self.server.url).start()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -13,7 +9,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from alphapanda.bus.kafka import from_kafka
@@ -27,7 +22,6 @@ from alphapanda.events import (
     SignalValidated,
     derive_id,
 )
-from alphapanda.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 API_KEY = "zkey"
@@ -78,55 +72,6 @@ def validated(
         causationid=raw_id,
         broker=broker,
     )
-
-
-class FunctionServer:
-    """A function served by the real functions-framework CLI, as Knative would run it."""
-
-    def __init__(self, name: str, env: dict[str, str], signature: str = "http") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--source",
-                str(ROOT / "functions" / name / "main.py"),
-                "--target",
-                "handle",
-                "--signature-type",
-                signature,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                out = self._proc.stdout.read().decode() if self._proc.stdout else ""
-                raise RuntimeError(f"functions-framework exited: {out}")
-            try:
-                requests.get(self.url, timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("functions-framework did not start")
-
-    def stop(self) -> str:
-        # SIGINT is gunicorn's quick shutdown; SIGTERM waits for a graceful one.
-        self._proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = self._proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            out, _ = self._proc.communicate()
-        return out.decode() if out else ""
 
 
 def read_events(
