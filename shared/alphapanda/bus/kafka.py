@@ -63,7 +63,10 @@ def producer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 2,
+        # Every caller flushes right after producing (outputs must be acknowledged before the input
+        # is), so waiting to fill a batch only adds latency: measured 326 -> 503 events/s on the
+        # HTTP path (`alphapanda bench http`).
+        "linger.ms": 0,
         "compression.type": "none",
         "log_level": 3,
         **extra,
