@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from alphapanda.events import OrderCancelled, OrderFailed, OrderFilled, OrderSubmitted, Signal
 
@@ -48,3 +48,16 @@ class Trader(Protocol):
     """Turn a validated signal into order events, in the order they happened."""
 
     def execute(self, signal: Signal, ids: OrderIds, quote: Quote | None) -> list[OrderEvent]: ...
+
+
+def order_fields(signal: Signal, order_id: str) -> dict[str, Any]:
+    """The fields every order event (submitted, filled, failed, cancelled) of one signal shares."""
+    return {
+        "instrument_token": signal.instrument_token,
+        "tradingsymbol": signal.tradingsymbol,
+        "exchange": signal.exchange,
+        "order_id": order_id,
+        "strategy": signal.strategy,
+        "side": signal.side,
+        "quantity": signal.quantity,
+    }

@@ -17,7 +17,7 @@ from datetime import datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 
-from alphapanda.brokers.base import OrderEvent, OrderIds, Quote
+from alphapanda.brokers.base import OrderEvent, OrderIds, Quote, order_fields
 from alphapanda.config import FillSettings
 from alphapanda.domain.calendar import CalendarCoverageError, TradingCalendar, load_trading_calendar, to_ist
 from alphapanda.domain.charges import ChargeRates, ChargeSchedule, load_charge_schedule, segment_for
@@ -236,7 +236,7 @@ class PaperTrader:
         """Submit `signal` as an order and match it against `market` at once, as far as it can."""
         # Event time, not the wall clock: a replayed day's orders, fills and charges belong to
         # that day, as its ticks and the risk manager's checks do.
-        common = _common(signal, ids.order_id)
+        common = order_fields(signal, ids.order_id)
         submitted = OrderSubmitted(
             **common,
             signal_id=ids.signal_id,
@@ -517,19 +517,6 @@ class PaperTrader:
             return datetime.combine(day, self.calendar.hours.close, IST)
         except ValueError:
             return datetime.combine(day + timedelta(days=1), time(0), IST)
-
-
-def _common(signal: Signal, order_id: str) -> dict[str, Any]:
-    """The fields every order event of one signal shares."""
-    return {
-        "instrument_token": signal.instrument_token,
-        "tradingsymbol": signal.tradingsymbol,
-        "exchange": signal.exchange,
-        "order_id": order_id,
-        "strategy": signal.strategy,
-        "side": signal.side,
-        "quantity": signal.quantity,
-    }
 
 
 def _price_problem(signal: Signal, tick_size: Decimal) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from alphapanda.brokers.base import OrderEvent, OrderIds, Quote
+from alphapanda.brokers.base import OrderEvent, OrderIds, Quote, order_fields
 from alphapanda.brokers.zerodha import keys
 from alphapanda.brokers.zerodha.client import kite_client
 from alphapanda.brokers.zerodha.errors import (
@@ -327,14 +327,8 @@ class ZerodhaTrader:
     ) -> list[Event] | None:
         signal = _validated(event).signal
         submitted = OrderSubmitted(
-            instrument_token=signal.instrument_token,
-            tradingsymbol=signal.tradingsymbol,
-            exchange=signal.exchange,
-            order_id=ctx.order_id,
+            **order_fields(signal, ctx.order_id),
             signal_id=ctx.signal_id,
-            strategy=signal.strategy,
-            side=signal.side,
-            quantity=signal.quantity,
             order_type=signal.order_type,
             product=signal.product,
             validity=signal.validity,
@@ -375,17 +369,7 @@ class ZerodhaTrader:
 
     def _failed(self, event: Event, ctx: OrderContext, reason: str) -> Event:
         signal = _validated(event).signal
-        failed = OrderFailed(
-            instrument_token=signal.instrument_token,
-            tradingsymbol=signal.tradingsymbol,
-            exchange=signal.exchange,
-            order_id=ctx.order_id,
-            signal_id=ctx.signal_id,
-            strategy=signal.strategy,
-            side=signal.side,
-            quantity=signal.quantity,
-            reason=reason,
-        )
+        failed = OrderFailed(**order_fields(signal, ctx.order_id), signal_id=ctx.signal_id, reason=reason)
         return event.child("failed", failed, source=_source(ctx.broker))
 
     def _finish(
