@@ -134,3 +134,20 @@ def state_snapshot(store: RedisStateStore) -> dict[str, str]:
         elif kind == "set":
             out[name] = ",".join(sorted(m.decode() for m in client.smembers(key)))
     return out
+
+
+FAST_CROSS = """
+strategies:
+  - name: fast_cross
+    kind: ema_crossover
+    instruments: [RELIANCE, HDFCBANK, INFY, TCS]
+    brokers: [paper]
+    params: {fast: 3, slow: 8, quantity: 10}
+"""
+"""A strategy that crosses often on simulated ticks: many signals from a few hundred ticks."""
+
+
+def write_strategies(directory: Path, text: str = FAST_CROSS) -> Path:
+    path = directory / "strategies.yaml"
+    path.write_text(text)
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from pipeline_harness import Pipeline, read_all, settings_for, state_snapshot, tick_events
+from pipeline_harness import Pipeline, read_all, settings_for, state_snapshot, tick_events, write_strategies
 
 from alphapanda import topics
 from alphapanda.bus.kafka import from_kafka
@@ -21,23 +21,13 @@ from alphapanda.runtime.bootstrap import build_core
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 from alphapanda.state.store import RedisStateStore, StateStore
 
-STRATEGIES = """
-strategies:
-  - name: fast_cross
-    kind: ema_crossover
-    instruments: [RELIANCE, HDFCBANK, INFY, TCS]
-    brokers: [paper]
-    params: {fast: 3, slow: 8, quantity: 10}
-"""
 TICKS = 400
 SAMPLE_DAY = Path(__file__).resolve().parents[2] / "shared/alphapanda/data/sample_day_nse.csv"
 
 
 @pytest.fixture
 def strategies_file(tmp_path: Path) -> Path:
-    path = tmp_path / "strategies.yaml"
-    path.write_text(STRATEGIES)
-    return path
+    return write_strategies(tmp_path)
 
 
 def _settings(strategies_file: Path, bootstrap: str = "", redis_url: str = "") -> Settings:

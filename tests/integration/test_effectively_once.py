@@ -10,30 +10,20 @@ from pathlib import Path
 
 import pytest
 import redis
-from pipeline_harness import Pipeline, read_all, settings_for, state_snapshot, tick_events
+from pipeline_harness import Pipeline, read_all, settings_for, state_snapshot, tick_events, write_strategies
 
 from alphapanda import topics
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 from alphapanda.state.store import RedisStateStore
 
 HERE = Path(__file__).resolve().parent
-STRATEGIES = """
-strategies:
-  - name: fast_cross
-    kind: ema_crossover
-    instruments: [RELIANCE, HDFCBANK, INFY, TCS]
-    brokers: [paper]
-    params: {fast: 3, slow: 8, quantity: 10}
-"""
 TICKS = 500
 OPEN_ORDERS = 1_000_000
 
 
 @pytest.fixture
 def strategies_file(tmp_path: Path) -> Path:
-    path = tmp_path / "strategies.yaml"
-    path.write_text(STRATEGIES)
-    return path
+    return write_strategies(tmp_path)
 
 
 def _settings(kafka: EmbeddedKafka, redis_server: EmbeddedRedis, strategies_file: Path):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from pipeline_harness import Pipeline, events_of, read_all, settings_for, tick_events
+from pipeline_harness import Pipeline, events_of, read_all, settings_for, tick_events, write_strategies
 
 from alphapanda import topics
 from alphapanda.domain.risk import BrokerState
@@ -17,21 +17,10 @@ from alphapanda.runtime.operations import broker_state, flatten_signals, reconci
 from alphapanda.runtime.reports import books
 from alphapanda.state import keys
 
-STRATEGIES = """
-strategies:
-  - name: fast_cross
-    kind: ema_crossover
-    instruments: [RELIANCE, HDFCBANK, INFY, TCS]
-    brokers: [paper]
-    params: {fast: 3, slow: 8, quantity: 10}
-"""
-
 
 @pytest.fixture
 def strategies_file(tmp_path: Path) -> Path:
-    path = tmp_path / "strategies.yaml"
-    path.write_text(STRATEGIES)
-    return path
+    return write_strategies(tmp_path)
 
 
 def _open_positions(pipeline: Pipeline) -> dict[tuple[str, int], int]:
