@@ -11,7 +11,7 @@ same output ids and every consumer downstream can drop the copy.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -342,9 +342,6 @@ class Event:
             time=time or now(),
             traceparent=self.traceparent,
         )
-
-    def with_time(self, time: datetime) -> Event:
-        return replace(self, time=time)
 
 
 def source_of(function: str, broker: str | None = None) -> str:

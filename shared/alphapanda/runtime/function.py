@@ -58,13 +58,6 @@ def runtime() -> FunctionRuntime:
         return _runtime
 
 
-def reset_runtime() -> None:
-    """Forget the built clients (tests point one process at several servers)."""
-    global _runtime
-    with _runtime_lock:
-        _runtime = None
-
-
 def input_topic(function: Function, attrs: dict[str, Any], data: Any, brokers: tuple[str, ...]) -> str:
     """The topic the event came from: where its dead letter goes."""
     sub = next((s for s in PIPELINE if s.function is function), None)
