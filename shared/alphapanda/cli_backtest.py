@@ -80,18 +80,17 @@ def register(subparsers: Any) -> None:
 
     rp = subparsers.add_parser(
         "replay",
-        help="re-publish a recorded session from the Kafka log under new tick ids for a replay broker",
-        description="Reads the ticks topic from a time or offset and publishes each tick again with a new "
-        "id derived from the old one and the broker extension set to --broker (e.g. paper-replay).",
+        help="re-run a recorded session from the Kafka log through the running pipeline, for a replay broker",
+        description="Reads the ticks topic from a time or offset and publishes each live tick again with "
+        "a new id (a new correlation namespace) and the broker extension set to --broker (a paper "
+        "broker named *-replay). The running stages give such ticks to that broker only, with its own "
+        "indicator and quote state, so live brokers never see them.",
     )
     rp.add_argument("--topic", default="market.equity.ticks")
     rp.add_argument("--from", dest="start", required=True, help="ISO 8601 time, or a log offset")
     rp.add_argument("--to", dest="end", type=_aware, help="stop at this tick time (exclusive)")
-    rp.add_argument("--broker", default="paper-replay", help="the broker the replay is for")
     rp.add_argument(
-        "--allow-shared-state",
-        action="store_true",
-        help="publish even though today's stages share indicator and quote state across brokers",
+        "--broker", default="paper-replay", help="the replay broker (a paper broker named *-replay)"
     )
 
 
@@ -230,95 +229,38 @@ class _progress:
 # --- replay --------------------------------------------------------------------------------------
 
 
-def replay_id(old_id: str, broker: str) -> str:
-    """The replayed tick's id: derived from the recorded one, in the replay broker's namespace."""
-    from alphapanda.events import derive_id
-
-    return derive_id(old_id, "replay", broker)
-
-
 def _replay(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from confluent_kafka import Consumer, TopicPartition
-
-    from alphapanda.bus.kafka import EventPublisher, from_kafka
-    from alphapanda.events import EventType, InvalidEvent, MarketTick
-    from alphapanda.runtime.runinfo import resolve_endpoints
-    from alphapanda.topics import broker_kind, validate_broker_name
+    from alphapanda.bus.kafka import EventPublisher
+    from alphapanda.runtime.replay import ReplayError, check_replay_broker, replay
+    from alphapanda.runtime.runinfo import resolve_endpoints, running_brokers
 
     try:
-        validate_broker_name(args.broker)
-        broker_kind(args.broker)
-    except ValueError as exc:
-        raise ConfigError(f"--broker: {exc}") from None
-    if not args.allow_shared_state:
-        # Why refuse: ticks carry no broker today; the strategy runner fans every tick out to
-        # every broker and keeps one indicator state per strategy, and the order matcher trades
-        # every paper broker's resting orders on it. A replayed tick would move live state.
+        check_replay_broker(args.broker)
+    except (ReplayError, ValueError) as exc:
+        raise ConfigError(str(exc) if isinstance(exc, ReplayError) else f"--broker: {exc}") from None
+    try:
+        start: datetime | int = int(args.start) if args.start.isdigit() else _aware(args.start)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--from: {exc} (or give a log offset, e.g. 0)") from None
+    settings = resolve_endpoints(load_settings())
+    brokers = running_brokers() or settings.brokers
+    if args.broker not in brokers:
         print(
-            "alphapanda: replay refused: the running stages do not yet scope ticks to a broker, so "
-            f"replayed ticks would reach live brokers' state, not only {args.broker}. Run the replay "
-            "against a separate deployment (ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS / ALPHAPANDA_REDIS__URL), "
-            "or pass --allow-shared-state if that is what you want.",
+            f"alphapanda: note: {args.broker} is not among the running brokers ({', '.join(brokers)}), "
+            f"so nothing will trade the replay; run the pipeline with --brokers "
+            f"{','.join([*brokers, args.broker])} and a strategy that lists {args.broker}",
             file=sys.stderr,
         )
-        return 2
-    settings = resolve_endpoints(load_settings())
-    if args.broker not in settings.brokers:
-        print(f"alphapanda: note: broker {args.broker} is not among ALPHAPANDA_BROKERS", file=sys.stderr)
     bootstrap = settings.kafka.bootstrap_servers
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "alphapanda-replay", "enable.auto.commit": False}
-    )
     publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
-    published = 0
     try:
-        meta = consumer.list_topics(args.topic, timeout=10)
-        if args.topic not in meta.topics or meta.topics[args.topic].error is not None:
-            raise ConfigError(f"--topic {args.topic}: no such topic")
-        partitions = sorted(meta.topics[args.topic].partitions)
-        if args.start.isdigit():
-            starts = [TopicPartition(args.topic, p, int(args.start)) for p in partitions]
-        else:
-            at_ms = int(_aware(args.start).timestamp() * 1000)
-            starts = consumer.offsets_for_times(
-                [TopicPartition(args.topic, p, at_ms) for p in partitions], timeout=10
-            )
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        remaining = sum(max(ends[tp.partition] - max(tp.offset, 0), 0) for tp in starts if tp.offset >= 0)
-        consumer.assign([tp for tp in starts if tp.offset >= 0])
-        while remaining > 0:
-            batch = consumer.consume(1000, timeout=5)
-            if not batch:
-                break
-            out = []
-            for msg in batch:
-                if msg.error():
-                    continue
-                remaining -= 1
-                try:
-                    event = from_kafka(msg.key(), msg.value(), msg.headers())  # type: ignore[arg-type]
-                except InvalidEvent:
-                    continue
-                if event.type is not EventType.MARKET_TICK or event.broker is not None:
-                    continue  # not a recorded live tick (e.g. an earlier replay's)
-                tick = event.data
-                assert isinstance(tick, MarketTick)
-                if args.end is not None and tick.exchange_timestamp >= args.end:
-                    continue
-                new_id = replay_id(event.id, args.broker)
-                out.append(
-                    replace(event, id=new_id, correlationid=new_id, causationid=event.id, broker=args.broker)
-                )
-            if out:
-                publisher.publish(out)
-                published += len(out)
+        result = replay(bootstrap, publisher, topic=args.topic, start=start, broker=args.broker, end=args.end)
+    except ReplayError as exc:
+        raise ConfigError(str(exc)) from None
     finally:
-        consumer.close()
         publisher.close()
-    print(f"replayed {published:,} ticks from {args.topic} for broker {args.broker}")
+    print(
+        f"replayed {result.published:,} ticks from {args.topic} for broker {args.broker} "
+        f"({result.read:,} records read, {result.skipped:,} skipped)"
+    )
     return 0

@@ -197,6 +197,24 @@ def broker_kind(name: str) -> str:
     return kind
 
 
+REPLAY_SUFFIX = "-replay"
+
+
+def is_replay_broker(name: str) -> bool:
+    """A replay broker (`paper-replay`) trades only ticks replayed for it, never live ones."""
+    return name.endswith(REPLAY_SUFFIX)
+
+
+def market_scope(broker: str) -> str | None:
+    """Which ticks feed `broker`: live ticks (no broker extension: None), or for a replay broker
+    only the ticks `alphapanda replay` stamped with its name.
+
+    Stages that consume ticks (strategy runner, order matcher) keep market state (quotes,
+    indicators) under this scope, so a replay never reads or moves live state.
+    """
+    return broker if is_replay_broker(broker) else None
+
+
 def pipeline_markdown() -> str:
     """The pipeline table as Markdown: the README embeds this text, and a test keeps them equal."""
     lines = [

@@ -20,13 +20,13 @@ from alphapanda.events import Event, Signal
 from alphapanda.metrics import start_metrics_server
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 
-BROKERS = ("paper", "paper-replay")
+BROKERS = ("paper", "paper-2")
 STRATEGIES = """
 strategies:
   - name: trace_cross
     kind: ema_crossover
     instruments: [RELIANCE, HDFCBANK, INFY, TCS]
-    brokers: [paper, paper-replay]
+    brokers: [paper, paper-2]
     params: {fast: 3, slow: 8, quantity: 10}
 """
 TICKS = 240
@@ -35,7 +35,7 @@ STAGES = {"strategy_runner", "risk_manager", "trading_engine", "portfolio_manage
 WATCHED = {
     "risk_ok": (
         "alphapanda_events_processed_total",
-        {"function": "risk_manager", "broker": "paper-replay", "outcome": "ok"},
+        {"function": "risk_manager", "broker": "paper-2", "outcome": "ok"},
     ),
     "runner_ok": (
         "alphapanda_events_processed_total",
@@ -159,11 +159,11 @@ def test_run_when_an_idea_fills_on_two_brokers_then_its_trace_branches_per_broke
 
 
 def test_run_when_events_flow_then_prometheus_counters_grow(run: Run) -> None:
-    raw_replay = run.events(topics.signals_raw("paper-replay"))
+    raw_second = run.events(topics.signals_raw("paper-2"))
     fills_paper = run.events(topics.orders_filled("paper"))
 
     assert run.metric_deltas["runner_ok"] == TICKS
-    assert run.metric_deltas["risk_ok"] == len(raw_replay)
+    assert run.metric_deltas["risk_ok"] == len(raw_second)
     assert run.metric_deltas["handler_count"] == len(run.events(topics.signals_validated("paper")))
     assert run.metric_deltas["tick_to_fill"] == len(fills_paper)
     assert run.metric_deltas["dead_lettered"] == 1
@@ -178,7 +178,7 @@ def test_metrics_server_when_scraped_then_it_serves_the_dashboard_metrics(run: R
         'alphapanda_events_processed_total{broker="paper",function="risk_manager",outcome="ok"}',
         'alphapanda_handler_seconds_bucket{broker="paper",function="trading_engine",le="0.005"}',
         'alphapanda_dead_lettered_total{broker="shared",function="strategy_runner",topic="market.equity.ticks"}',
-        'alphapanda_tick_to_fill_seconds_bucket{broker="paper-replay",le="1.0",strategy="trace_cross"}',
+        'alphapanda_tick_to_fill_seconds_bucket{broker="paper-2",le="1.0",strategy="trace_cross"}',
         'alphapanda_pnl_rupees{broker="paper",instrument=',
     ):
         assert name in text, name
@@ -205,7 +205,7 @@ def test_trace_command_when_an_idea_filled_then_it_prints_its_lifecycle_in_order
 
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0] == f"trading idea {cid}: 11 events on paper, paper-replay"
+    assert lines[0] == f"trading idea {cid}: 11 events on paper, paper-2"
     header, *rows = [re.split(r"\s{2,}", line) for line in lines[1:-1]]
     assert header == ["time (IST)", "hop", "since first", "broker", "topic", "type", "event id", "detail"]
     assert [rows[0][4], rows[0][5]] == ["market.equity.ticks", "market.tick"]
@@ -222,7 +222,7 @@ def test_trace_command_when_an_idea_filled_then_it_prints_its_lifecycle_in_order
     # hence old) tick's hop, the pipeline's own hops take milliseconds.
     assert all(r[1].startswith("+") for r in rows[1:])
     assert all(r[1].endswith(" ms") for r in rows[3:])
-    assert re.fullmatch(r"tick to fill: paper .+, paper-replay .+", lines[-1])
+    assert re.fullmatch(r"tick to fill: paper .+, paper-2 .+", lines[-1])
 
 
 def test_trace_command_when_a_signal_is_traced_then_the_tick_that_caused_it_is_included(

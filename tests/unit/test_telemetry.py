@@ -38,7 +38,7 @@ D = Decimal
 TOKEN = 738561
 T0 = datetime(2025, 11, 24, 9, 15, tzinfo=IST)
 RELIANCE = Instrument(TOKEN, "RELIANCE", "RELIANCE INDUSTRIES", "NSE", "NSE", "EQ", D("0.05"), 1, D("1480"))
-BROKERS = ("paper", "paper-replay")
+BROKERS = ("paper", "paper-2")
 # fast=1, slow=2: the first tick seeds the EMAs, the second one above it crosses and buys 10.
 SPEC = StrategySpec("ema_test", EmaCrossover(fast=1, slow=2, quantity=10), frozenset({TOKEN}), BROKERS)
 
@@ -176,7 +176,7 @@ def test_strategy_runner_when_an_idea_fans_out_to_two_brokers_then_risk_spans_ar
 
     risk_spans = [by_id[_span_id(flow[b][1].traceparent)] for b in BROKERS]
     runner_span = by_id[_span_id(flow["signals"][0].traceparent)]
-    assert [s.name for s in risk_spans] == ["process paper.signals.raw", "process paper-replay.signals.raw"]
+    assert [s.name for s in risk_spans] == ["process paper.signals.raw", "process paper-2.signals.raw"]
     assert {s.parent.span_id for s in risk_spans if s.parent} == {runner_span.context.span_id}
     assert len({s.context.span_id for s in risk_spans}) == 2
     assert [s.attributes["broker"] for s in risk_spans if s.attributes] == list(BROKERS)

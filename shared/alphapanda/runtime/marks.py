@@ -21,6 +21,7 @@ from alphapanda.events import Event, EventType, PnlSnapshot, now, source_of
 from alphapanda.runtime.reports import books
 from alphapanda.state import keys
 from alphapanda.state.store import RedisStateStore
+from alphapanda.topics import market_scope
 
 
 def mark_to_market(store: RedisStateStore, publisher: EventPublisher, broker: str) -> int:
@@ -32,13 +33,14 @@ def mark_to_market(store: RedisStateStore, publisher: EventPublisher, broker: st
         for token, pos in book.positions:
             if pos.net_quantity == 0:
                 continue
-            raw = store.get(keys.quote(token))
+            raw = store.get(keys.quote(token, market_scope(broker)))
             if raw is None:
                 continue
             quote = Quote.from_json(json.loads(raw))
             at = quote.at or now()
             market_times.append(at)
-            exchange, _, symbol = (store.get(keys.symbol(token)) or f"NSE:{token}").partition(":")
+            named = store.get(keys.symbol(token, market_scope(broker))) or f"NSE:{token}"
+            exchange, _, symbol = named.partition(":")
             u = pos.unrealised_pnl(quote.last_price)
             unrealised[f"{strategy}:{token}"] = str(u)
             snapshots.append(

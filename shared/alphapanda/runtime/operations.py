@@ -29,7 +29,7 @@ from alphapanda.events import (
 from alphapanda.runtime.reports import books
 from alphapanda.state import keys
 from alphapanda.state.store import RedisStateStore, StateStore
-from alphapanda.topics import orders_filled
+from alphapanda.topics import market_scope, orders_filled
 
 
 def broker_state(client: redis.Redis, broker: str) -> BrokerState:
@@ -80,11 +80,12 @@ def flatten_signals(store: StateStore, broker: str, request_id: str | None = Non
         for token, pos in book.positions:
             if pos.net_quantity == 0:
                 continue
-            raw = store.get(keys.quote(token))
+            raw = store.get(keys.quote(token, market_scope(broker)))
             quote = Quote.from_json(json.loads(raw)) if raw else None
             mark = quote.last_price if quote else pos.average_price
             at: datetime = quote.at if quote and quote.at else now()
-            exchange, _, symbol = (store.get(keys.symbol(token)) or f"NSE:{token}").partition(":")
+            named = store.get(keys.symbol(token, market_scope(broker))) or f"NSE:{token}"
+            exchange, _, symbol = named.partition(":")
             signal = Signal(
                 instrument_token=token,
                 tradingsymbol=symbol,

@@ -10,6 +10,7 @@ from alphapanda.brokers.base import Quote
 from alphapanda.domain.portfolio import ZERO, Book
 from alphapanda.state import keys
 from alphapanda.state.store import StateStore
+from alphapanda.topics import market_scope
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def broker_summary(store: StateStore, broker: str) -> BrokerSummary:
                 continue
             open_positions += 1
             if token not in marks:
-                raw = store.get(keys.quote(token))
+                raw = store.get(keys.quote(token, market_scope(broker)))
                 marks[token] = Quote.from_json(json.loads(raw)).last_price if raw else None
             mark = marks[token]
             if mark is not None:

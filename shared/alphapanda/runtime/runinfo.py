@@ -44,6 +44,15 @@ def remove_runinfo() -> None:
         pass
 
 
+def running_brokers() -> tuple[str, ...] | None:
+    """The brokers of the running local pipeline, or None when none runs here."""
+    try:
+        info = RunInfo(**json.loads(runinfo_path().read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return tuple(info.brokers) if _alive(info.pid) else None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -17,9 +17,10 @@ Per paper broker and tick, in one transaction with the claim on the tick:
 Output ids are derived from the tick's id, so a redelivered tick republishes the same events.
 Fills of a resting order carry the order's own correlation id: they belong to its trading idea.
 
-Ticks carry no broker, so a matcher serves every paper broker in `brokers` on each tick (claimed
-under the first). Deployed, each broker's matcher runs with that one broker; `for_broker` gives
-such a one-broker matcher.
+Live ticks carry no broker, so a matcher serves every live paper broker in `brokers` on each
+tick (claimed under the first); a replayed tick serves only the replay broker it names.
+Deployed, each broker's matcher runs with that one broker; `for_broker` gives such a one-broker
+matcher.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from alphapanda.stages.risk_ledger import ledger_reads, release
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
 from alphapanda.strategies import StrategySpec
-from alphapanda.topics import Function
+from alphapanda.topics import REPLAY_SUFFIX, Function, is_replay_broker, market_scope
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,28 @@ class OrderMatcher:
             raise InvalidEvent(f"the order matcher serves no paper broker; tick {event.id} has no taker")
         return min(self.brokers)
 
+    def _served(self, event: Event) -> list[str]:
+        """The brokers `event` feeds: the live ones for a live tick, the replay broker it names
+        for a replayed one (so a replay never matches live orders, nor live ticks replay orders)."""
+        scope = event.broker
+        if scope is not None and not is_replay_broker(scope):
+            raise InvalidEvent(
+                f"tick {event.id} names broker {scope!r}: only replayed ticks name a broker, "
+                f"and only a replay broker (named *{REPLAY_SUFFIX})"
+            )
+        return sorted(b for b in self.brokers if market_scope(b) == scope)
+
     def reads(self, event: Event) -> list[str]:
         tick = _tick(event)
         out: list[str] = []
-        for broker in sorted(self.brokers):
+        for broker in self._served(event):
             out.extend(k for k in self._reads_for(broker, tick) if k not in out)
         return out
 
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
         outputs: list[Event] = []
         writes: dict[str, str] = {}
-        for broker in sorted(self.brokers):
+        for broker in self._served(event):
             broker_outputs, broker_writes = self._decide_for(broker, event, values)
             outputs.extend(broker_outputs)
             writes.update(broker_writes)

@@ -36,7 +36,7 @@ from alphapanda.stages.risk_ledger import LedgerView, ledger_reads, reserve
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
 from alphapanda.strategies import StrategyRisk
-from alphapanda.topics import Function
+from alphapanda.topics import Function, market_scope
 
 
 def trading_day(at: datetime) -> str:
@@ -70,7 +70,7 @@ class RiskManager(BrokerScoped):
         day = trading_day(signal.tick_time)
         return [
             *ledger_reads(broker, token, signal.strategy),
-            keys.quote(token),
+            keys.quote(token, market_scope(broker)),
             keys.control(broker),
             keys.risk_trades(broker, signal.strategy, day),
             keys.risk_last_signal(broker, signal.strategy, token),

@@ -1,4 +1,9 @@
-"""Strategy runner: ticks in, signals out, fanned out to every broker a strategy trades on."""
+"""Strategy runner: ticks in, signals out, fanned out to every broker a strategy trades on.
+
+A live tick (no broker extension) feeds the live brokers; a tick `alphapanda replay` stamped
+with a replay broker's name feeds that broker only, with its own indicator and quote keys, so a
+replay never moves live state (see `topics.market_scope`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,11 @@ from dataclasses import dataclass
 
 from alphapanda.brokers.base import Quote
 from alphapanda.domain.strategy import TickView
-from alphapanda.events import Event, EventType, MarketTick, Signal, derive_id, source_of
+from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, Signal, derive_id, source_of
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
 from alphapanda.strategies import StrategySpec
-from alphapanda.topics import Function
+from alphapanda.topics import REPLAY_SUFFIX, Function, is_replay_broker, market_scope
 
 
 @dataclass(frozen=True)
@@ -23,28 +28,30 @@ class StrategyRunner:
     accepts: EventType = EventType.MARKET_TICK
 
     def owner(self, event: Event) -> str:
-        return "shared"
+        return _scope(event) or "shared"
 
     def _specs_for(self, token: int) -> list[StrategySpec]:
         return [s for s in self.strategies if token in s.tokens]
 
     def reads(self, event: Event) -> list[str]:
         token = _tick(event).instrument_token
-        return [keys.indicator(s.name, token) for s in self._specs_for(token)]
+        scope = _scope(event)
+        return [keys.indicator(s.name, token, scope) for s in self._specs_for(token)]
 
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
         tick = _tick(event)
         token = tick.instrument_token
         view = TickView(token, (tick.bid + tick.ask) / 2, tick.last_price)
         quote = Quote(tick.bid, tick.ask, tick.last_price, tick.exchange_timestamp)
+        scope = _scope(event)
         writes = {
-            keys.quote(token): json.dumps(quote.to_json()),
-            keys.symbol(token): f"{tick.exchange}:{tick.tradingsymbol}",
+            keys.quote(token, scope): json.dumps(quote.to_json()),
+            keys.symbol(token, scope): f"{tick.exchange}:{tick.tradingsymbol}",
         }
         outputs: list[Event] = []
         source = source_of(self.function.value)
         for spec in self._specs_for(token):
-            key = keys.indicator(spec.name, token)
+            key = keys.indicator(spec.name, token, scope)
             raw = values.get(key)
             state, intents = spec.strategy.on_tick(json.loads(raw) if raw else None, view)
             writes[key] = json.dumps(state)
@@ -65,7 +72,7 @@ class StrategyRunner:
                     tick_time=tick.exchange_timestamp,
                 )
                 for broker in spec.brokers:
-                    if broker in self.brokers:
+                    if broker in self.brokers and market_scope(broker) == scope:
                         outputs.append(
                             event.child(
                                 f"{spec.name}/{n}/{broker}/signal",
@@ -76,6 +83,16 @@ class StrategyRunner:
                             )
                         )
         return Decision(outputs=outputs, writes=writes)
+
+
+def _scope(event: Event) -> str | None:
+    """The market scope of a tick: None for a live tick, else the replay broker it is for."""
+    if event.broker is not None and not is_replay_broker(event.broker):
+        raise InvalidEvent(
+            f"tick {event.id} names broker {event.broker!r}: only replayed ticks name a broker, "
+            f"and only a replay broker (named *{REPLAY_SUFFIX})"
+        )
+    return event.broker
 
 
 def _tick(event: Event) -> MarketTick:

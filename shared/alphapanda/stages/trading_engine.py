@@ -24,7 +24,7 @@ from alphapanda.stages import BrokerScoped
 from alphapanda.stages.risk_ledger import ledger_reads, release
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
-from alphapanda.topics import Function
+from alphapanda.topics import Function, market_scope
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class TradingEngine(BrokerScoped):
         broker = self.owner(event)
         token = signal.instrument_token
         return [
-            keys.quote(token),
+            keys.quote(token, market_scope(broker)),
             keys.paper_market(broker, token),
             keys.resting_orders(broker, token),
             keys.account(broker),

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 
-def quote(token: int) -> str:
-    """The latest tick of an instrument (market data is broker-independent)."""
-    return f"market:quote:{token}"
+def _scoped(scope: str | None, key: str) -> str:
+    return key if scope is None else f"{scope}:{key}"
 
 
-def symbol(token: int) -> str:
+def quote(token: int, scope: str | None = None) -> str:
+    """The latest tick of an instrument. Live market data is broker-independent (scope None); a
+    replay keeps its own under the replay broker's scope (`topics.market_scope`)."""
+    return _scoped(scope, f"market:quote:{token}")
+
+
+def symbol(token: int, scope: str | None = None) -> str:
     """`EXCHANGE:SYMBOL` of an instrument, as the last tick named it."""
-    return f"market:symbol:{token}"
+    return _scoped(scope, f"market:symbol:{token}")
 
 
-def indicator(strategy: str, token: int) -> str:
-    return f"strategy:{strategy}:{token}"
+def indicator(strategy: str, token: int, scope: str | None = None) -> str:
+    """A strategy's indicator state on an instrument, per market scope (live or one replay)."""
+    return _scoped(scope, f"strategy:{strategy}:{token}")
 
 
 def claim(owner: str, function: str, event_id: str) -> str:

@@ -661,12 +661,12 @@ def test_matcher_when_it_serves_no_broker_then_a_tick_is_invalid_for_it() -> Non
 
 def test_matcher_when_bound_to_one_broker_then_it_claims_and_writes_only_that_broker() -> None:
     desk = Desk()
-    both = OrderMatcher(frozenset({"paper", "paper-replay"}), traders=desk.matcher.traders, strategies=SPECS)
+    both = OrderMatcher(frozenset({"paper", "paper-2"}), traders=desk.matcher.traders, strategies=SPECS)
 
-    stages.process(both.for_broker("paper-replay"), desk.tick_event(T0, "1479.95", "1480.00"), desk.store)
+    stages.process(both.for_broker("paper-2"), desk.tick_event(T0, "1479.95", "1480.00"), desk.store)
 
     written = set(desk.store.snapshot())
-    assert written == {keys.paper_market("paper-replay", TOKEN)}
+    assert written == {keys.paper_market("paper-2", TOKEN)}
 
 
 # --- the paper trader's edges -----------------------------------------------------------------
