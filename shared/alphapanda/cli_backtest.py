@@ -200,9 +200,10 @@ def write_plot(report: Any, path: Path) -> int:
 class _progress:
     """A rich progress bar on a terminal, nothing otherwise."""
 
-    def __init__(self, total: int | None, *, enabled: bool) -> None:
+    def __init__(self, total: int | None, *, enabled: bool, label: str = "backtest") -> None:
         self._enabled = enabled
         self._total = total
+        self._label = label
         self._bar: Any = None
 
     def __enter__(self) -> Callable[[int], None] | None:
@@ -211,7 +212,7 @@ class _progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(
-            TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+            TextColumn(self._label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
         )
         self._bar.start()
         task = self._bar.add_task("ticks", total=self._total)
@@ -254,7 +255,16 @@ def _replay(args: argparse.Namespace) -> int:
     bootstrap = settings.kafka.bootstrap_servers
     publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
     try:
-        result = replay(bootstrap, publisher, topic=args.topic, start=start, broker=args.broker, end=args.end)
+        with _progress(None, enabled=sys.stderr.isatty(), label="replay") as progress:
+            result = replay(
+                bootstrap,
+                publisher,
+                topic=args.topic,
+                start=start,
+                broker=args.broker,
+                end=args.end,
+                progress=progress,
+            )
     except ReplayError as exc:
         raise ConfigError(str(exc)) from None
     finally:

@@ -99,3 +99,43 @@ def test_run_when_killed_outright_then_its_servers_die_with_it() -> None:
     while _server_pids(ports) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _server_pids(ports) == []
+
+
+def test_replay_when_run_beside_a_live_run_then_the_replay_broker_trades_the_recorded_ticks(
+    tmp_path: Path,
+) -> None:
+    strategies = tmp_path / "strategies.yaml"
+    strategies.write_text(
+        "strategies:\n  - name: fast\n    kind: ema_crossover\n    instruments: [RELIANCE, INFY, TCS]\n"
+        "    brokers: [paper, paper-replay]\n    params: {fast: 3, slow: 8, quantity: 1}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)  # where the run says where its servers are
+    cli = [sys.executable, "-m", "alphapanda.cli"]
+    proc = subprocess.Popen(
+        [*cli, "run", "--no-live", "--brokers", "paper,paper-replay", "--strategies", str(strategies)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "alphapanda-run.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(6)  # record a few seconds of live ticks
+        replay = subprocess.run(
+            [*cli, "replay", "--from", "0"], capture_output=True, text=True, timeout=120, env=env
+        )
+        time.sleep(4)  # let the pipeline trade the replayed ticks
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    match = re.search(
+        r"replayed ([\d,]+) ticks from market\.equity\.ticks for broker paper-replay", replay.stdout
+    )
+    assert match and int(match.group(1).replace(",", "")) > 0, replay.stdout + replay.stderr
+    assert proc.returncode == 0, output
+    replayed = re.search(r"^broker paper-replay: signals=(\d+) .*fills=(\d+)", output, re.MULTILINE)
+    assert replayed and int(replayed.group(1)) > 0 and int(replayed.group(2)) > 0, output
