@@ -11,11 +11,14 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.events import Event
 from alphapanda.feed import TickStamper
+
+if TYPE_CHECKING:
+    from alphapanda.runtime.tickfiles import TickRow
 
 DEFAULT_START = "2026-01-05T09:15:00+05:30"
 """A Monday NSE session open: simulated ticks from here pass the risk manager's session rule."""
@@ -68,7 +71,7 @@ def register(subparsers: Any) -> None:
         "--plot",
         type=Path,
         metavar="OUT",
-        help="equity + drawdown plot: .svg or .html (dependency-free)",
+        help="equity + drawdown plot: .png, .svg or .html",
     )
     bt.add_argument("--instruments", type=_count, help="--simulate: the first N instruments")
     bt.add_argument("--seed", type=int, default=7, help="--simulate: simulator seed")
@@ -119,25 +122,27 @@ def backtest_settings(broker: str, strategies: Path | None, **extra: Any) -> Set
     return load_settings(**overrides)
 
 
-def tick_source(args: argparse.Namespace, settings: Settings) -> tuple[Iterator[Event], int | None]:
-    """Stamped tick events for the run, and how many there will be if known."""
-    from alphapanda.runtime.backtest import between
+def tick_source(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[Iterator[Event] | Iterator[TickRow], int | None]:
+    """The run's ticks, and how many there will be if known: a tick file as validated rows (the
+    backtest turns the few that cause events into events), simulated ticks as stamped events."""
+    from alphapanda.runtime.backtest import between, between_rows
     from alphapanda.runtime.bootstrap import build_core
     from alphapanda.runtime.feed import fixed_simulation
-    from alphapanda.runtime.tickfiles import read_ticks
+    from alphapanda.runtime.tickfiles import read_tick_rows
 
-    stamper = TickStamper()
+    windowed = args.start is not None or args.end is not None
     if args.ticks is not None:
-        ticks = read_ticks(args.ticks)
-        total = None
-    else:
-        instruments = build_core(settings).instruments[: args.instruments]
-        ticks = fixed_simulation(instruments, args.seed, args.sim_start, args.simulate)
-        total = args.simulate
+        rows = read_tick_rows(args.ticks)
+        return (between_rows(rows, args.start, args.end) if windowed else rows), None
+    stamper = TickStamper()
+    instruments = build_core(settings).instruments[: args.instruments]
+    ticks = fixed_simulation(instruments, args.seed, args.sim_start, args.simulate)
     events = (stamper.stamp(t) for t in ticks)
-    if args.start is not None or args.end is not None:
+    if windowed:
         return between(events, args.start, args.end), None
-    return events, total
+    return events, args.simulate
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -184,13 +189,14 @@ def write_plot(report: Any, path: Path) -> int:
     elif suffix in (".html", ".htm"):
         path.write_text(plot_html(report))
     elif suffix == ".png":
-        # The plot is a dependency-free SVG; PNG would need matplotlib, which is not a dependency.
-        print(
-            "alphapanda: PNG plots are not supported (no plotting dependency): "
-            "use --plot OUT.svg or OUT.html",
-            file=sys.stderr,
-        )
-        return 2
+        # Imported here: matplotlib is loaded only when a PNG is asked for.
+        from alphapanda.runtime.plots import PlotError, write_png
+
+        try:
+            write_png(report, path)
+        except PlotError as exc:
+            print(f"alphapanda: --plot {path}: {exc}", file=sys.stderr)
+            return 2
     else:
         print(f"alphapanda: --plot {path}: use .svg, .html or .png", file=sys.stderr)
         return 2

@@ -47,11 +47,15 @@ def test_replay_when_a_session_is_replayed_then_the_replay_broker_trades_it_and_
         live_before = _live(state_snapshot(pipeline.redis))
         assert not any(k.startswith("paper-replay:") for k in state_snapshot(pipeline.redis))
 
-        first = replay(kafka.bootstrap_servers, pipeline.publisher, topic=TICKS, start=0, broker="paper-replay")
+        first = replay(
+            kafka.bootstrap_servers, pipeline.publisher, topic=TICKS, start=0, broker="paper-replay"
+        )
         pipeline.drain()
         after_first = state_snapshot(pipeline.redis)
         # Running the same replay again (an interrupted replay, re-run) changes nothing.
-        second = replay(kafka.bootstrap_servers, pipeline.publisher, topic=TICKS, start=0, broker="paper-replay")
+        second = replay(
+            kafka.bootstrap_servers, pipeline.publisher, topic=TICKS, start=0, broker="paper-replay"
+        )
         pipeline.drain()
         after_second = state_snapshot(pipeline.redis)
 

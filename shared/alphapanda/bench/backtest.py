@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from alphapanda.bench.workload import START, Workload, expected_orders, generate
+from alphapanda.bench.workload import START, Workload, expected_orders, generate, write_tick_file
 
 CENT = Decimal("0.01")
 
@@ -124,23 +124,110 @@ def _no_charges(core: Any) -> Any:
     return Core(core.settings, core.instruments, core.strategies, stages)
 
 
-def run_ours(w: Workload, profile: Path | None = None) -> tuple[float, int]:
-    from alphapanda.runtime.backtest import Backtest, BacktestStateStore
+def _tick_rows(w: Workload) -> list[Any]:
+    """The workload as the backtest's tick rows: what a tick file is read into (validated rows,
+    no model or id per tick). Tick ids are derived as `feed.TickStamper` would give them."""
+    from alphapanda.runtime.tickfiles import TickRow
+
+    prices: dict[int, Decimal] = {}
+
+    def price(cents: int) -> Decimal:
+        value = prices.get(cents)
+        if value is None:
+            value = prices[cents] = Decimal(cents) * CENT
+        return value
+
+    symbols = [f"SYM{k:03d}" for k in range(w.instruments)]
+    rows = []
+    for row, mids in enumerate(w.mids_cents.tolist()):
+        at = START + timedelta(seconds=row)
+        for k, cents in enumerate(mids):
+            mid = price(cents)
+            rows.append(
+                TickRow(
+                    k + 1,
+                    symbols[k],
+                    "NSE",
+                    "equity",
+                    at,
+                    mid,
+                    price(cents - 1),
+                    price(cents + 1),
+                    1_000_000,
+                    1_000_000,
+                    0,
+                    None,
+                    None,
+                    row,
+                )
+            )
+    return rows
+
+
+def _core(instruments: int) -> Any:
     from alphapanda.runtime.bootstrap import build_core
 
     with tempfile.TemporaryDirectory() as tmp:
-        core = _no_charges(build_core(_settings(Path(tmp), w.instruments)))
-    engine = Backtest(core, BacktestStateStore())
+        return _no_charges(build_core(_settings(Path(tmp), instruments)))
+
+
+def run_ours(w: Workload, profile: Path | None = None) -> tuple[float, float, int]:
+    """(engine run seconds, whole seconds incl. building the tick rows, fills)."""
+    from alphapanda.runtime.backtest import Backtest, BacktestStateStore
+
+    whole = time.perf_counter()
+    rows = _tick_rows(w)
+    engine = Backtest(_core(w.instruments), BacktestStateStore())
     started = time.perf_counter()
     if profile is not None:
         import cProfile
 
         prof = cProfile.Profile()
-        result = prof.runcall(engine.run, _tick_events(w))
+        result = prof.runcall(engine.run, rows)
         prof.dump_stats(profile)
     else:
-        result = engine.run(_tick_events(w))
-    return time.perf_counter() - started, result.report.trades
+        result = engine.run(rows)
+    done = time.perf_counter()
+    return done - started, done - whole, result.report.trades
+
+
+def run_file(path: Path, instruments: int) -> dict[str, float]:
+    """Backtest the workload from a tick file, in this process: read seconds, engine run seconds
+    and fills. `run_ours_from_file` runs it in a fresh interpreter to time the whole process."""
+    from alphapanda.runtime.backtest import Backtest, BacktestStateStore
+    from alphapanda.runtime.tickfiles import is_parquet, read_tick_rows
+
+    core = _core(instruments)
+    if is_parquet(path):
+        import pyarrow.parquet  # noqa: F401  (its import, ~1 s, is not reading: the whole time has it)
+    started = time.perf_counter()
+    rows = list(read_tick_rows(path))
+    read = time.perf_counter()
+    result = Backtest(core, BacktestStateStore()).run(rows)
+    done = time.perf_counter()
+    return {"read_s": read - started, "run_s": done - read, "fills": result.report.trades}
+
+
+def run_ours_from_file(path: Path, instruments: int) -> tuple[float, float, float, int]:
+    """(engine run seconds, read seconds, whole process seconds, fills) for a fresh `python`
+    process that imports alphapanda, reads `path` and backtests it."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from alphapanda.bench.backtest import run_file\n"
+        "print(json.dumps(run_file(Path(sys.argv[1]), int(sys.argv[2]))))\n"
+    )
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(instruments)], capture_output=True, text=True, check=True
+    )
+    whole = time.perf_counter() - started
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures["run_s"], figures["read_s"], whole, int(figures["fills"])
 
 
 def run_plain(w: Workload) -> tuple[float, int]:
@@ -303,12 +390,36 @@ def bench(
         out(f"  plain Python (4 stages, dicts): {plain_rate:>12,.0f} ticks/s  orders={plain[0][1]:,}")
         ow = w if ours_ticks is None or ours_ticks >= ticks else generate(ours_ticks - ours_ticks % k, k)
         ours = [run_ours(ow) for _ in range(runs)]
-        ours_rate = ow.ticks / _median([s for s, _ in ours])
+        ours_rate = ow.ticks / _median([r[0] for r in ours])
+        ours_whole = ow.ticks / _median([r[1] for r in ours])
         note = "" if ow is w else f" (on the first {ow.ticks:,} ticks of the same generator)"
         out(
-            f"  alphapanda backtest:            {ours_rate:>12,.0f} ticks/s  fills={ours[0][1]:,} "
-            f"expected={expected_orders(ow):,}{note}  = {ours_rate / plain_rate:.2%} of plain Python"
+            f"  alphapanda backtest:            {ours_rate:>12,.0f} ticks/s engine run, "
+            f"{ours_whole:,.0f} whole (incl. building tick rows)  fills={ours[0][2]:,} "
+            f"expected={expected_orders(ow):,}{note}  "
+            f"= {ours_rate / plain_rate:.2%} of plain Python"
         )
+        for suffix in (".csv", ".parquet"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"ticks{suffix}"
+                try:
+                    write_tick_file(ow, path)
+                except ImportError:
+                    out(
+                        f"  from a {suffix[1:]} tick file: pyarrow is not installed "
+                        "(pip install 'alphapanda[parquet]')"
+                    )
+                    continue
+                mb = path.stat().st_size / 1e6
+                from_file = [run_ours_from_file(path, k) for _ in range(runs)]
+            run_rate = ow.ticks / _median([r[0] for r in from_file])
+            read_rate = ow.ticks / _median([r[1] for r in from_file])
+            whole_rate = ow.ticks / _median([r[2] for r in from_file])
+            out(
+                f"  alphapanda from a {suffix[1:]:<7} file:   {run_rate:>12,.0f} ticks/s engine run, "
+                f"{whole_rate:,.0f} whole process (python start, read {read_rate:,.0f} ticks/s, run; "
+                f"{mb:,.0f} MB)  fills={from_file[0][3]:,}"
+            )
         naut = [r for r in (run_nautilus(w) for _ in range(runs)) if r is not None]
         if not naut:
             out("  NautilusTrader: not installed (pip install 'alphapanda[bench]')")

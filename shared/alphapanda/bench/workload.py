@@ -9,8 +9,10 @@ tick K.. onwards: row 0 is the starting price itself.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -68,3 +70,50 @@ def expected_orders(workload: Workload, fast: int = 10, slow: int = 20) -> int:
                     count += 1
                     target = t
     return count
+
+
+def write_tick_file(workload: Workload, path: Path) -> int:
+    """Write the workload as a tick file (CSV, or Parquet by suffix) in `feed.TICK_CSV_COLUMNS`.
+
+    Written straight from the arrays (text as the CSV writer would give it), not through a
+    million `MarketTick` models: the file is the bench's input, not what it measures.
+    """
+    from alphapanda.feed import TICK_CSV_COLUMNS
+    from alphapanda.runtime.tickfiles import is_parquet
+
+    k = workload.instruments
+    symbols = [f"SYM{j:03d}" for j in range(k)]
+    columns: dict[str, list[str]] = {name: [] for name in TICK_CSV_COLUMNS}
+    size = str(SIZE)
+    for row, prices in enumerate(workload.mids_cents.tolist()):
+        at = (START + timedelta(seconds=row)).isoformat()
+        for j, cents in enumerate(prices):
+            columns["instrument_token"].append(str(j + 1))
+            columns["tradingsymbol"].append(symbols[j])
+            columns["exchange"].append("NSE")
+            columns["asset_class"].append("equity")
+            columns["exchange_timestamp"].append(at)
+            columns["last_price"].append(_rupees(cents))
+            columns["bid"].append(_rupees(cents - 1))
+            columns["ask"].append(_rupees(cents + 1))
+            columns["bid_quantity"].append(size)
+            columns["ask_quantity"].append(size)
+            columns["volume"].append("0")
+            columns["depth_buy"].append("")
+            columns["depth_sell"].append("")
+    if is_parquet(path):
+        import pyarrow
+        import pyarrow.parquet
+
+        pyarrow.parquet.write_table(pyarrow.table(columns), path)
+    else:
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(TICK_CSV_COLUMNS)
+            writer.writerows(zip(*(columns[name] for name in TICK_CSV_COLUMNS), strict=True))
+    return workload.ticks
+
+
+def _rupees(cents: int) -> str:
+    """Paise as the rupee text `str(Decimal)` gives for a 2-decimal price (e.g. 10001 -> 100.01)."""
+    return f"{cents // 100}.{cents % 100:02d}"

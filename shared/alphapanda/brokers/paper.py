@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 
@@ -184,6 +184,9 @@ class PaperTrader:
     starting_cash: Decimal = Decimal("1000000")
     charges: ChargeSchedule = field(default_factory=load_charge_schedule)
     calendar: TradingCalendar = field(default_factory=load_trading_calendar)
+    _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Answers of `rates` and `session_end` by their inputs: both read immutable tables (the
+    charge schedule, the calendar) and are asked the same question for every order of a day."""
 
     @property
     def slippage_bps(self) -> Decimal:
@@ -497,12 +500,24 @@ class PaperTrader:
         """Whether intraday positions are closed at instant `at` (the IST wall clock, by event time)."""
         return to_ist(at).time() >= self.fills.square_off_time
 
+    def square_off_instant(self, day: date, zone: datetime | None = None) -> datetime:
+        """The instant the square-off is due on IST date `day`: `square_off_due(at)` holds for an
+        instant `at` of that day exactly when `at >= square_off_instant(day)`. In `zone`'s time
+        zone when given (comparing datetimes of one zone is cheaper)."""
+        instant = datetime.combine(day, self.fills.square_off_time, IST)
+        return instant if zone is None else instant.astimezone(zone.tzinfo)
+
     # --- reference data -----------------------------------------------------------------------
 
     def rates(self, product: Product, inst: Instrument, at: datetime) -> ChargeRates:
         """The charges in force for `product` on `inst` on the trading day of `at`."""
-        segment = segment_for(product.value, inst.instrument_type)
-        return self.charges.rates_on(at, segment, inst.exchange, broker=self.fills.charges_broker)
+        key = ("rates", product, inst.instrument_type, inst.exchange, to_ist(at).date())
+        found: ChargeRates | None = self._memo.get(key)
+        if found is None:
+            segment = segment_for(product.value, inst.instrument_type)
+            found = self.charges.rates_on(at, segment, inst.exchange, broker=self.fills.charges_broker)
+            self._memo[key] = found
+        return found
 
     def session_end(self, at: datetime) -> datetime:
         """When a DAY order placed at `at` expires: the close of that day's session.
@@ -511,6 +526,13 @@ class PaperTrader:
         in a year the holiday list does not cover, the normal close is assumed.
         """
         day = to_ist(at).date()
+        key = ("session_end", day)
+        found: datetime | None = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._session_end(day)
+        return found
+
+    def _session_end(self, day: date) -> datetime:
         try:
             return self.calendar.session_bounds(day).close
         except CalendarCoverageError:

@@ -76,11 +76,14 @@ class Rounding(StrEnum):
     @property
     def quantum(self) -> Decimal:
         """Return the smallest amount this rounding keeps: one rupee or one paisa."""
-        return Decimal(1) if self is Rounding.RUPEE else Decimal("0.01")
+        return _QUANTA[self]
 
     def apply(self, amount: Decimal) -> Decimal:
         """Round `amount` half-up to this unit, written with paise so every component prints alike."""
         return amount.quantize(self.quantum, rounding=ROUND_HALF_UP).quantize(_PAISA)
+
+
+_QUANTA: Final = {Rounding.RUPEE: Decimal(1), Rounding.PAISA: Decimal("0.01")}
 
 
 class ChargeScheduleError(ValueError):

@@ -96,7 +96,9 @@ class EquityTracker:
     trips: list[Decimal] = field(default_factory=list)
     curve: list[EquityPoint] = field(default_factory=list)
     _holdings: dict[tuple[str, int], _Holding] = field(default_factory=dict)
-    _marks: dict[int, Decimal] = field(default_factory=dict)
+    marks: dict[int, Decimal] = field(default_factory=dict)
+    """The latest price of each instrument. The backtest's fast path sets it directly for marks
+    within the current bar (see `bar_span`), which is all `on_mark` would do for them."""
     _bucket: int | None = None
     _last_at: datetime | None = None
 
@@ -119,16 +121,34 @@ class EquityTracker:
                 self.trips.append(h.trip_pnl)
                 h.trip_pnl = ZERO
                 h.average = fill.price if h.quantity else ZERO
-        self._marks[fill.instrument_token] = fill.price
+        self.marks[fill.instrument_token] = fill.price
 
     def on_mark(self, token: int, price: Decimal, at: datetime) -> None:
         """A new price of `token` at `at`; the first mark of each bar samples the equity."""
-        self._marks[token] = price
+        self.marks[token] = price
         self._last_at = at
         bucket = math.floor(at.timestamp() / self.bar_seconds)
         if bucket != self._bucket:
             self._bucket = bucket
             self.curve.append(self._point(at))
+
+    def bar_span(self, at: datetime) -> tuple[datetime, datetime]:
+        """Instants (in `at`'s zone) strictly inside the bar `at` falls in: a mark from `lo` up to
+        (not including) `hi` samples nothing. A millisecond short of the bar's edges on either
+        side, so float rounding in `on_mark`'s bar arithmetic can never disagree; marks in that
+        margin go through `on_mark`."""
+        bucket = math.floor(at.timestamp() / self.bar_seconds)
+        margin = 0.001
+        lo = bucket * self.bar_seconds + margin
+        hi = (bucket + 1) * self.bar_seconds - margin
+        if hi <= lo:
+            return at, at
+        zone = at.tzinfo
+        return datetime.fromtimestamp(lo, zone), datetime.fromtimestamp(hi, zone)
+
+    def seen(self, at: datetime) -> None:
+        """Note the time of the latest mark set directly in `marks` (what `on_mark` records)."""
+        self._last_at = at
 
     def finish(self) -> None:
         """Sample the closing equity (unless the last sample is already at the last mark)."""
@@ -139,7 +159,7 @@ class EquityTracker:
         value, gross = ZERO, ZERO
         for (_strategy, token), h in self._holdings.items():
             if h.quantity:
-                mark = self._marks.get(token, h.average)
+                mark = self.marks.get(token, h.average)
                 value += h.quantity * mark
                 gross += abs(h.quantity) * mark
         return EquityPoint(at, self.starting_cash + self.cash - self.charges + value, gross)

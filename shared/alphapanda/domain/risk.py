@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from alphapanda.config import RiskLimits
 from alphapanda.domain.calendar import CalendarCoverageError, TradingCalendar
@@ -44,6 +44,13 @@ class LastSignal:
     side: Side
     quantity: int
     at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"side": self.side.value, "quantity": self.quantity, "at": self.at.isoformat()}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LastSignal:
+        return cls(Side(raw["side"]), int(raw["quantity"]), datetime.fromisoformat(raw["at"]))
 
 
 @dataclass(frozen=True, slots=True)

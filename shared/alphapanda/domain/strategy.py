@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from alphapanda.events import Side
 
@@ -21,9 +21,12 @@ class OrderIntent:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class TickView:
-    """The part of a tick a strategy may look at."""
+class TickView(NamedTuple):
+    """The part of a tick a strategy may look at.
+
+    A named tuple, not a frozen dataclass: one is built per tick and strategy call, and a tuple
+    is the cheapest immutable record Python builds (a backtest makes a million of them).
+    """
 
     instrument_token: int
     mid: Decimal
@@ -68,10 +71,10 @@ class EmaCrossover:
         price = float(tick.mid)
         if state is None:
             return {"fast": price, "slow": price, "n": 1, "target": 0}, []
-        a_fast = 2.0 / (self.fast + 1)
-        a_slow = 2.0 / (self.slow + 1)
-        fast = state["fast"] + a_fast * (price - state["fast"])
-        slow = state["slow"] + a_slow * (price - state["slow"])
+        old_fast = state["fast"]
+        old_slow = state["slow"]
+        fast = old_fast + 2.0 / (self.fast + 1) * (price - old_fast)
+        slow = old_slow + 2.0 / (self.slow + 1) * (price - old_slow)
         n = state["n"] + 1
         target = state["target"]
         intents: list[OrderIntent] = []

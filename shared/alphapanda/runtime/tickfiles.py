@@ -2,21 +2,101 @@
 
 Parquet holds the same columns as the CSV tick file (`feed.TICK_CSV_COLUMNS`), all as text,
 so both formats replay to identical ticks and therefore identical tick ids.
+
+A backtest reads a file as `TickRow`s: plain tuples validated here, once, at the edge, by the
+same rules `MarketTick` enforces, so the engine's hot path builds no model per tick and only
+turns the few rows that cause events into `MarketTick` events (`TickRow.event`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import csv
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from alphapanda.events import MarketTick
-from alphapanda.feed import TICK_CSV_COLUMNS, TickFileError, read_ticks_csv, write_ticks_csv
+from alphapanda.events import DepthLevel, Event, MarketTick, derive_id, tick_event
+from alphapanda.feed import TICK_CSV_COLUMNS, TickFileError, _depth_from_text, write_ticks_csv
 
 PARQUET_MISSING = (
     "Parquet tick files need pyarrow, which is not installed: pip install 'alphapanda[parquet]' "
     "(or convert the file to CSV)"
 )
+TICK_NAMESPACE = "tick"
+"""`feed.TickStamper`'s default namespace: a row's event id is the one the stamper would give."""
+
+
+class TickRow(NamedTuple):
+    """One validated tick as the backtest engine consumes it: no model, no id until needed."""
+
+    instrument_token: int
+    tradingsymbol: str
+    exchange: str
+    asset_class: str
+    exchange_timestamp: datetime
+    last_price: Decimal
+    bid: Decimal
+    ask: Decimal
+    bid_quantity: int
+    ask_quantity: int
+    volume: int
+    depth_buy: tuple[DepthLevel, ...] | None
+    depth_sell: tuple[DepthLevel, ...] | None
+    seq: int
+    """How many earlier ticks of this instrument the stream had (`feed.TickStamper`'s counter)."""
+    stamped: Event | None = None
+    """The tick event, when the row was made from one (its id is kept as given)."""
+
+    def tick(self) -> MarketTick:
+        return MarketTick(
+            instrument_token=self.instrument_token,
+            tradingsymbol=self.tradingsymbol,
+            exchange=self.exchange,
+            asset_class=self.asset_class,
+            exchange_timestamp=self.exchange_timestamp,
+            last_price=self.last_price,
+            bid=self.bid,
+            ask=self.ask,
+            bid_quantity=self.bid_quantity,
+            ask_quantity=self.ask_quantity,
+            volume=self.volume,
+            depth_buy=self.depth_buy,
+            depth_sell=self.depth_sell,
+        )
+
+    def event(self) -> Event:
+        """The tick event `feed.TickStamper` gives this tick (or the one the row was made from)."""
+        if self.stamped is not None:
+            return self.stamped
+        event_id = derive_id(
+            TICK_NAMESPACE, str(self.instrument_token), self.exchange_timestamp.isoformat(), str(self.seq)
+        )
+        return tick_event(self.tick(), event_id)
+
+
+def row_of(event: Event, seq: int = 0) -> TickRow:
+    """The row of a tick event (already a validated model), keeping the event and its id."""
+    t = event.data
+    assert isinstance(t, MarketTick)
+    return TickRow(
+        t.instrument_token,
+        t.tradingsymbol,
+        t.exchange,
+        t.asset_class,
+        t.exchange_timestamp,
+        t.last_price,
+        t.bid,
+        t.ask,
+        t.bid_quantity,
+        t.ask_quantity,
+        t.volume,
+        t.depth_buy,
+        t.depth_sell,
+        seq,
+        event,
+    )
 
 
 def _pyarrow() -> Any:
@@ -33,35 +113,136 @@ def is_parquet(path: Path) -> bool:
 
 
 def read_ticks(path: Path) -> Iterator[MarketTick]:
-    """Ticks from a CSV or (by suffix) Parquet tick file."""
+    """Ticks from a CSV or (by suffix) Parquet tick file, as models (one validated model each)."""
+    for row in read_tick_rows(path):
+        yield row.tick()
+
+
+def read_tick_rows(path: Path) -> Iterator[TickRow]:
+    """Validated rows of a CSV or (by suffix) Parquet tick file, in file order."""
     if not is_parquet(path):
-        return read_ticks_csv(path)
-    return _read_parquet(path)
+        return _read_csv_rows(path)
+    return _read_parquet_rows(path)
 
 
-def _read_parquet(path: Path) -> Iterator[MarketTick]:
-    import csv
-    import io
-    import tempfile
+class _RowParser:
+    """Text fields -> a `TickRow`, with `MarketTick`'s rules and the CSV reader's messages.
 
+    Tick files repeat the same symbols, timestamps and prices over and over, so parsed values
+    are memoised by their text: a million-row file parses each distinct value once.
+    """
+
+    def __init__(self, origin: Path) -> None:
+        self._origin = origin
+        self._times: dict[str, datetime] = {}
+        self._prices: dict[str, Decimal] = {}
+        self._seq: dict[int, int] = {}
+
+    def _time(self, text: str) -> datetime:
+        at = self._times.get(text)
+        if at is None:
+            at = datetime.fromisoformat(text)
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise ValueError(f"exchange_timestamp {text!r} has no timezone")
+            if len(self._times) > 100_000:
+                self._times.clear()
+            self._times[text] = at
+        return at
+
+    def _price(self, name: str, text: str) -> Decimal:
+        price = self._prices.get(text)
+        if price is None:
+            try:
+                price = Decimal(text)
+            except InvalidOperation:
+                raise ValueError(f"{name} {text!r} is not a number") from None
+            if not price.is_finite() or not price > 0:
+                raise ValueError(f"{name} must be greater than 0, not {text!r}")
+            if len(self._prices) > 100_000:
+                self._prices.clear()
+            self._prices[text] = price
+        return price
+
+    def row(self, line: int, fields: Sequence[str]) -> TickRow:
+        """Text `fields` in `TICK_CSV_COLUMNS` order (the depth columns may be missing)."""
+        try:
+            token_text, symbol, exchange, asset_class, at_text, last, bid, ask, bq, aq, vol = fields[:11]
+            token = int(token_text)
+            if token <= 0:
+                raise ValueError(f"instrument_token must be greater than 0, not {token}")
+            if not symbol or not exchange:
+                raise ValueError("tradingsymbol and exchange must not be empty")
+            bid_quantity, ask_quantity, volume = int(bq), int(aq), int(vol)
+            if bid_quantity < 0 or ask_quantity < 0 or volume < 0:
+                raise ValueError("bid_quantity, ask_quantity and volume must be 0 or more")
+            depth_buy = _depth_from_text(fields[11]) if len(fields) > 11 and fields[11] else None
+            depth_sell = _depth_from_text(fields[12]) if len(fields) > 12 and fields[12] else None
+            seq = self._seq.get(token, 0)
+            self._seq[token] = seq + 1
+            # Memoised values first (a parsed price is never 0, a datetime never false).
+            prices, times = self._prices, self._times
+            return TickRow(
+                token,
+                symbol,
+                exchange,
+                asset_class or "equity",
+                times.get(at_text) or self._time(at_text),
+                prices.get(last) or self._price("last_price", last),
+                prices.get(bid) or self._price("bid", bid),
+                prices.get(ask) or self._price("ask", ask),
+                bid_quantity,
+                ask_quantity,
+                volume,
+                depth_buy,
+                depth_sell,
+                seq,
+            )
+        except (ValueError, ArithmeticError) as exc:
+            raise TickFileError(f"{self._origin} line {line}: {exc}") from None
+
+
+def _read_csv_rows(path: Path) -> Iterator[TickRow]:
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        missing = set(TICK_CSV_COLUMNS[:11]) - set(header)
+        if missing:
+            raise TickFileError(f"{path}: missing columns {', '.join(sorted(missing))}")
+        order = [header.index(c) if c in header else -1 for c in TICK_CSV_COLUMNS]
+        in_order = order == list(range(len(TICK_CSV_COLUMNS)))
+        parse = _RowParser(path)
+        for line, fields in enumerate(reader, start=2):
+            if not in_order:
+                fields = [fields[i] if 0 <= i < len(fields) else "" for i in order]
+            yield parse.row(line, fields)
+
+
+def _read_parquet_rows(path: Path) -> Iterator[TickRow]:
     pa = _pyarrow()
     table = pa.parquet.read_table(path)
     missing = set(TICK_CSV_COLUMNS[:11]) - set(table.column_names)
     if missing:
         raise TickFileError(f"{path}: missing columns {', '.join(sorted(missing))}")
-    # One parser for both formats: the rows go through the CSV reader's validation, so a bad
-    # Parquet row fails with the same message a bad CSV row would.
-    columns = [c for c in TICK_CSV_COLUMNS if c in table.column_names]
-    data = {c: table.column(c).to_pylist() for c in columns}
-    with tempfile.TemporaryDirectory() as tmp:
-        text = Path(tmp) / "ticks.csv"
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(columns)
-        for row in zip(*(data[c] for c in columns), strict=True):
-            writer.writerow(["" if v is None else v for v in row])
-        text.write_text(buf.getvalue())
-        yield from read_ticks_csv(text)
+    # Columns as text in the CSV's order (as written, or typed columns turned to text): each
+    # value goes through the same parser as a CSV field, so both formats give the same rows.
+    columns: list[list[str]] = []
+    for name in TICK_CSV_COLUMNS:
+        if name not in table.column_names:
+            columns.append([""] * table.num_rows)
+            continue
+        values = table.column(name).to_pylist()
+        if all(type(v) is str for v in values):
+            columns.append(values)
+        else:
+            columns.append(["" if v is None else _text(v) for v in values])
+    parse = _RowParser(path)
+    for line, fields in enumerate(zip(*columns, strict=True), start=2):
+        yield parse.row(line, fields)
+
+
+def _text(value: Any) -> str:
+    """A typed Parquet value as the CSV writer would give it (datetimes in ISO 8601)."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def write_ticks(path: Path, ticks: Iterable[MarketTick]) -> int:
@@ -71,7 +252,6 @@ def write_ticks(path: Path, ticks: Iterable[MarketTick]) -> int:
     import tempfile
 
     pa = _pyarrow()
-    import csv
 
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "ticks.csv"

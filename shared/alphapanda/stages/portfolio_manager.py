@@ -12,11 +12,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from alphapanda.config import BrokerSettings
 from alphapanda.domain.calendar import to_ist
-from alphapanda.domain.portfolio import ZERO, Book, Position
+from alphapanda.domain.portfolio import ZERO, Book, Position, sum_decimals
 from alphapanda.events import Event, EventType, OrderFilled, PnlSnapshot, Product, source_of
 from alphapanda.stages import BrokerScoped
 from alphapanda.state import keys
@@ -44,7 +43,7 @@ class Account:
 
     @property
     def available(self) -> Decimal:
-        held = sum((Decimal(v) for v in self.margin.values()), ZERO)
+        held = sum_decimals(self.margin.values())
         return self.starting_cash + self.realised - self.charges - held
 
     def to_json(self) -> str:
@@ -90,7 +89,31 @@ class PortfolioManager(BrokerScoped):
         settings = self.settings_for(broker)
         book_key, account_key, day_key = self.reads(event)
         raw_book = values[book_key]
-        old_book = Book.from_json(json.loads(raw_book)) if raw_book else Book(cash=ZERO)
+        update = self.apply(
+            event,
+            Book.from_json(json.loads(raw_book)) if raw_book else None,
+            Account.from_json(values[account_key], settings.starting_cash),
+            DayPnl.from_json(values[day_key]),
+        )
+        return Decision(
+            outputs=update.outputs,
+            writes={
+                book_key: json.dumps(update.book.to_json()),
+                account_key: update.account.to_json(),
+                day_key: update.day.to_json(),
+            },
+            set_adds={keys.books_index(broker): fill.strategy},
+        )
+
+    def apply(self, event: Event, old_book: Book | None, account: Account, day: DayPnl) -> PortfolioUpdate:
+        """The fill in `event` applied to the strategy's book, the account and today's PnL: pure.
+
+        `decide` feeds it from stored values; the backtest from values it keeps decoded.
+        """
+        fill = _fill(event)
+        broker = self.owner(event)
+        settings = self.settings_for(broker)
+        old_book = old_book if old_book is not None else Book(cash=ZERO)
         book = old_book.with_fill(
             fill.instrument_token, fill.side, fill.quantity, fill.price, fill.charges, fill.product.value
         )
@@ -102,7 +125,6 @@ class PortfolioManager(BrokerScoped):
         mark = fill.price
         slot = f"{fill.strategy}:{fill.instrument_token}"
 
-        account = Account.from_json(values[account_key], settings.starting_cash)
         margin = dict(account.margin)
         if pos.net_quantity:
             margin[slot] = str(position_margin(pos, settings))
@@ -111,11 +133,10 @@ class PortfolioManager(BrokerScoped):
         account = Account(
             account.starting_cash, account.realised + realised_delta, account.charges + fill.charges, margin
         )
-
-        raw_day = values[day_key]
-        day: dict[str, Any] = json.loads(raw_day) if raw_day else {"realised": "0", "unrealised": {}}
-        day["realised"] = str(Decimal(day["realised"]) + realised_delta - fill.charges)
-        day["unrealised"][slot] = str(pos.unrealised_pnl(mark))
+        unrealised = pos.unrealised_pnl(mark)
+        day = DayPnl(
+            day.realised + realised_delta - fill.charges, {**day.unrealised, slot: str(unrealised)}
+        )
 
         snapshot = PnlSnapshot(
             instrument_token=fill.instrument_token,
@@ -126,22 +147,45 @@ class PortfolioManager(BrokerScoped):
             average_price=pos.average_price,
             last_price=mark,
             realised_pnl=pos.realised_pnl,
-            unrealised_pnl=pos.unrealised_pnl(mark),
+            unrealised_pnl=unrealised,
             cash=book.cash,
             charges_paid=book.charges_paid,
             trade_count=book.trade_count,
             as_of=fill.filled_at,
         )
         source = source_of(self.function.value, broker)
-        return Decision(
-            outputs=[event.child("pnl", snapshot, source=source)],
-            writes={
-                book_key: json.dumps(book.to_json()),
-                account_key: account.to_json(),
-                day_key: json.dumps(day, sort_keys=True),
-            },
-            set_adds={keys.books_index(broker): fill.strategy},
-        )
+        return PortfolioUpdate([event.child("pnl", snapshot, source=source)], book, account, day)
+
+
+@dataclass(frozen=True, slots=True)
+class DayPnl:
+    """Today's PnL record of a broker: realised (less charges), and unrealised per position slot."""
+
+    realised: Decimal = ZERO
+    unrealised: dict[str, str] = field(default_factory=dict)
+    """`strategy:token` -> rupees, as last marked."""
+
+    @property
+    def total(self) -> Decimal:
+        return self.realised + sum_decimals(self.unrealised.values())
+
+    def to_json(self) -> str:
+        return json.dumps({"realised": str(self.realised), "unrealised": self.unrealised}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> DayPnl:
+        if not raw:
+            return cls(Decimal("0"))
+        record = json.loads(raw)
+        return cls(Decimal(record.get("realised", "0")), dict(record.get("unrealised", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioUpdate:
+    outputs: list[Event]
+    book: Book
+    account: Account
+    day: DayPnl
 
 
 def _fill(event: Event) -> OrderFilled:

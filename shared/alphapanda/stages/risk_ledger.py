@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from alphapanda.domain.portfolio import sum_decimals
 from alphapanda.state import keys
 
 ZERO = Decimal(0)
@@ -58,7 +59,7 @@ class LedgerView:
         )
 
     def strategy_exposure(self) -> Decimal:
-        return sum((Decimal(n) for _q, n in self.strategy_positions.values()), ZERO)
+        return sum_decimals([n for _q, n in self.strategy_positions.values()])
 
     def strategy_quantity(self, token: int) -> int:
         return int(self.strategy_positions.get(str(token), ["0", "0"])[0])
@@ -71,6 +72,43 @@ class LedgerView:
         new_strategy = abs(self.strategy_quantity(token) + signed_quantity) * price
         return gross, self.strategy_exposure() - old_strategy + new_strategy
 
+    def reserved(self, token: int, signed_quantity: int, price: Decimal) -> LedgerView:
+        """The ledger after reserving `signed_quantity` at `price`, with one more open order."""
+        return self.changed(token, signed_quantity, price, +1)
+
+    def released(self, token: int, signed_quantity: int, price: Decimal, *, order_done: bool) -> LedgerView:
+        """The ledger after giving back `signed_quantity` (side sign x unfilled quantity); see `release`."""
+        return self.changed(token, -signed_quantity, price, -1 if order_done else 0)
+
+    def changed(self, token: int, signed_quantity: int, price: Decimal, open_orders_delta: int) -> LedgerView:
+        """The ledger after `signed_quantity` more is reserved at `price` (negative: given back)."""
+        position = self.position + signed_quantity
+        notional = abs(position) * price
+        strategy_positions = dict(self.strategy_positions)
+        strategy_qty = self.strategy_quantity(token) + signed_quantity
+        if strategy_qty == 0:
+            strategy_positions.pop(str(token), None)
+        else:
+            strategy_positions[str(token)] = [str(strategy_qty), str(abs(strategy_qty) * price)]
+        return LedgerView(
+            position=position,
+            notional=notional,
+            gross=max(self.gross - self.notional + notional, ZERO),
+            strategy_positions=strategy_positions,
+            open_orders=max(self.open_orders + open_orders_delta, 0),
+        )
+
+    def writes(self, broker: str, token: int, strategy: str) -> dict[str, str]:
+        """This ledger as the stored values of its keys (`ledger_reads`)."""
+        pos_key, notional_key, gross_key, strategy_key, open_key = ledger_reads(broker, token, strategy)
+        return {
+            pos_key: str(self.position),
+            notional_key: str(self.notional),
+            gross_key: str(self.gross),
+            strategy_key: json.dumps(self.strategy_positions, sort_keys=True),
+            open_key: str(self.open_orders),
+        }
+
 
 def _change(
     values: Mapping[str, str | None],
@@ -81,23 +119,10 @@ def _change(
     price: Decimal,
     open_orders_delta: int,
 ) -> dict[str, str]:
+    # The typed path (LedgerView.reserved/released, which the backtest keeps in memory) and this
+    # stored-string path are one computation: `changed`.
     view = LedgerView.read(values, broker, token, strategy)
-    pos_key, notional_key, gross_key, strategy_key, open_key = ledger_reads(broker, token, strategy)
-    position = view.position + signed_quantity
-    notional = abs(position) * price
-    strategy_positions = dict(view.strategy_positions)
-    strategy_qty = view.strategy_quantity(token) + signed_quantity
-    if strategy_qty == 0:
-        strategy_positions.pop(str(token), None)
-    else:
-        strategy_positions[str(token)] = [str(strategy_qty), str(abs(strategy_qty) * price)]
-    return {
-        pos_key: str(position),
-        notional_key: str(notional),
-        gross_key: str(max(view.gross - view.notional + notional, ZERO)),
-        strategy_key: json.dumps(strategy_positions, sort_keys=True),
-        open_key: str(max(view.open_orders + open_orders_delta, 0)),
-    }
+    return view.changed(token, signed_quantity, price, open_orders_delta).writes(broker, token, strategy)
 
 
 def reserve(

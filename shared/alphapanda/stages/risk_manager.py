@@ -25,14 +25,13 @@ from alphapanda.events import (
     Event,
     EventType,
     Severity,
-    Side,
     Signal,
     SignalRejected,
     SignalValidated,
     source_of,
 )
 from alphapanda.stages import BrokerScoped
-from alphapanda.stages.risk_ledger import LedgerView, ledger_reads, reserve
+from alphapanda.stages.risk_ledger import LedgerView, ledger_reads
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
 from alphapanda.strategies import StrategyRisk
@@ -82,46 +81,65 @@ class RiskManager(BrokerScoped):
         broker = self.owner(event)
         token = signal.instrument_token
         *_ledger, quote_key, control_key, trades_key, last_key, day_key = self.reads(event)
-        ledger = LedgerView.read(values, broker, token, signal.strategy)
         raw_quote = values[quote_key]
-        last_price = Quote.from_json(json.loads(raw_quote)).last_price if raw_quote else None
+        raw_last = values[last_key]
+        inputs = RiskInputs(
+            ledger=LedgerView.read(values, broker, token, signal.strategy),
+            last_price=Quote.from_json(json.loads(raw_quote)).last_price if raw_quote else None,
+            state=BrokerState(values[control_key] or BrokerState.ACTIVE),
+            trades_today=int(values[trades_key] or 0),
+            last_signal=LastSignal.from_json(json.loads(raw_last)) if raw_last else None,
+            day_pnl=day_pnl_total(values[day_key]),
+        )
+        verdict = self.judge(event, inputs)
+        writes: dict[str, str] = {}
+        if verdict.reducing:
+            writes[control_key] = BrokerState.REDUCING.value
+        if verdict.ledger is not None:
+            writes.update(verdict.ledger.writes(broker, token, signal.strategy))
+            writes[trades_key] = str(verdict.trades_today)
+            writes[last_key] = json.dumps(verdict.last_signal.to_json() if verdict.last_signal else None)
+        return Decision(outputs=verdict.outputs, writes=writes)
+
+    def judge(self, event: Event, inputs: RiskInputs) -> RiskVerdict:
+        """The rules' verdict on the signal in `event`, given the state it reads: pure.
+
+        `decide` feeds it from stored values; the backtest from values it keeps decoded.
+        """
+        signal = _signal(event)
+        broker = self.owner(event)
+        token = signal.instrument_token
+        ledger = inputs.ledger
         strategy_risk = self.strategy_risk.get(signal.strategy, StrategyRisk())
         limits = strategy_risk.apply_to(self.limits_for(broker))
         price = signal.limit_price or signal.reference_price
         signed = signal.side.sign * signal.quantity
         gross_after, strategy_after = ledger.after(token, signed, price)
-        raw_last = values[last_key]
-        last = json.loads(raw_last) if raw_last else None
-        last_signal = (
-            LastSignal(Side(last["side"]), int(last["quantity"]), datetime.fromisoformat(last["at"]))
-            if last
-            else None
-        )
-        state = BrokerState(values[control_key] or BrokerState.ACTIVE)
-        day_pnl = day_pnl_total(values[day_key])
+        state = inputs.state
+        day_pnl = inputs.day_pnl
         ctx = RiskContext(
             signal=signal,
             limits=limits,
             position_quantity=ledger.position,
-            last_price=last_price,
+            last_price=inputs.last_price,
             gross_after=gross_after,
             strategy_exposure_after=strategy_after,
             capital_allocation=strategy_risk.capital_allocation,
-            trades_today=int(values[trades_key] or 0),
+            trades_today=inputs.trades_today,
             open_orders=ledger.open_orders,
             broker_state=state,
             day_pnl=day_pnl,
-            last_signal=last_signal,
+            last_signal=inputs.last_signal,
             instrument=self.instruments.get(token, InstrumentLimits()),
             calendar=self.calendar,
         )
         failures = evaluate(ctx, self.rules)
         source = source_of(self.function.value, broker)
         outputs: list[Event] = []
-        writes: dict[str, str] = {}
+        reducing = False
         if state is BrokerState.ACTIVE and day_pnl <= -limits.daily_loss_limit:
             # The breach turns the whole broker to REDUCING, in the same transaction as the check.
-            writes[control_key] = BrokerState.REDUCING.value
+            reducing = True
             alert = Alert(
                 kind="daily_loss_limit",
                 severity=Severity.CRITICAL,
@@ -134,14 +152,41 @@ class RiskManager(BrokerScoped):
         if failures:
             rejected = SignalRejected(signal=signal, failures=tuple(failures))
             outputs.append(event.child("rejected", rejected, source=source))
-            return Decision(outputs=outputs, writes=writes)
-        writes.update(reserve(values, broker, token, signal.strategy, signed, price))
-        writes[trades_key] = str(ctx.trades_today + 1)
-        writes[last_key] = json.dumps(
-            {"side": signal.side.value, "quantity": signal.quantity, "at": signal.tick_time.isoformat()}
-        )
+            return RiskVerdict(outputs, reducing, None, inputs.trades_today, inputs.last_signal)
         outputs.append(event.child("validated", SignalValidated(signal=signal), source=source))
-        return Decision(outputs=outputs, writes=writes)
+        return RiskVerdict(
+            outputs,
+            reducing,
+            ledger.reserved(token, signed, price),
+            inputs.trades_today + 1,
+            LastSignal(signal.side, signal.quantity, signal.tick_time),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RiskInputs:
+    """What the risk manager reads for one signal, decoded."""
+
+    ledger: LedgerView
+    last_price: Decimal | None
+    """The instrument's latest traded price (from the latest quote), None before any tick."""
+    state: BrokerState
+    trades_today: int
+    last_signal: LastSignal | None
+    day_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RiskVerdict:
+    """What the risk manager decided: its events and the state to write."""
+
+    outputs: list[Event]
+    reducing: bool
+    """The daily loss limit was breached: the broker turns REDUCING."""
+    ledger: LedgerView | None
+    """The ledger with the signal reserved; None if it was rejected (nothing to write)."""
+    trades_today: int
+    last_signal: LastSignal | None
 
 
 def _signal(event: Event) -> Signal:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from alphapanda.brokers.base import Quote
-from alphapanda.domain.strategy import TickView
+from alphapanda.domain.strategy import OrderIntent, TickView
 from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, Signal, derive_id, source_of
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
@@ -49,40 +50,54 @@ class StrategyRunner:
             keys.symbol(token, scope): f"{tick.exchange}:{tick.tradingsymbol}",
         }
         outputs: list[Event] = []
-        source = source_of(self.function.value)
         for spec in self._specs_for(token):
             key = keys.indicator(spec.name, token, scope)
             raw = values.get(key)
             state, intents = spec.strategy.on_tick(json.loads(raw) if raw else None, view)
             writes[key] = json.dumps(state)
-            for n, intent in enumerate(intents):
-                # One trading idea, one correlation id, shared by the copy sent to every broker.
-                correlationid = derive_id(event.id, spec.name, str(n), "idea")
-                signal = Signal(
-                    instrument_token=token,
-                    tradingsymbol=tick.tradingsymbol,
-                    exchange=tick.exchange,
-                    strategy=spec.name,
-                    side=intent.side,
-                    quantity=intent.quantity,
-                    reference_price=view.mid,
-                    bid=tick.bid,
-                    ask=tick.ask,
-                    reason=intent.reason,
-                    tick_time=tick.exchange_timestamp,
-                )
-                for broker in spec.brokers:
-                    if broker in self.brokers and market_scope(broker) == scope:
-                        outputs.append(
-                            event.child(
-                                f"{spec.name}/{n}/{broker}/signal",
-                                signal,
-                                source=source,
-                                broker=broker,
-                                correlationid=correlationid,
-                            )
-                        )
+            outputs.extend(self.signals(event, spec, intents, view.mid))
         return Decision(outputs=outputs, writes=writes)
+
+    def signals(
+        self, event: Event, spec: StrategySpec, intents: Sequence[OrderIntent], mid: Decimal
+    ) -> list[Event]:
+        """The signal events of `spec`'s `intents` on the tick in `event` (whose mid is `mid`).
+
+        `decide` and the backtest (which calls `on_tick` on state it keeps decoded) both turn
+        intents into signals here.
+        """
+        tick = _tick(event)
+        scope = _scope(event)
+        source = source_of(self.function.value)
+        outputs: list[Event] = []
+        for n, intent in enumerate(intents):
+            # One trading idea, one correlation id, shared by the copy sent to every broker.
+            correlationid = derive_id(event.id, spec.name, str(n), "idea")
+            signal = Signal(
+                instrument_token=tick.instrument_token,
+                tradingsymbol=tick.tradingsymbol,
+                exchange=tick.exchange,
+                strategy=spec.name,
+                side=intent.side,
+                quantity=intent.quantity,
+                reference_price=mid,
+                bid=tick.bid,
+                ask=tick.ask,
+                reason=intent.reason,
+                tick_time=tick.exchange_timestamp,
+            )
+            for broker in spec.brokers:
+                if broker in self.brokers and market_scope(broker) == scope:
+                    outputs.append(
+                        event.child(
+                            f"{spec.name}/{n}/{broker}/signal",
+                            signal,
+                            source=source,
+                            broker=broker,
+                            correlationid=correlationid,
+                        )
+                    )
+        return outputs
 
 
 def _scope(event: Event) -> str | None:

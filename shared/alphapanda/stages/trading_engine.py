@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from alphapanda.brokers.base import OrderIds, Quote
 from alphapanda.brokers.factory import TraderFactory
-from alphapanda.brokers.paper import HALTED, AccountView, dump_resting, load_resting
+from alphapanda.brokers.paper import HALTED, AccountView, PaperStep, PaperTrader, dump_resting, load_resting
 from alphapanda.domain.matching import Market
 from alphapanda.domain.portfolio import Book
 from alphapanda.events import Event, EventType, SignalValidated, derive_id, source_of
@@ -71,15 +71,7 @@ class TradingEngine(BrokerScoped):
             halted=values[control_key] == HALTED,
             position=Book.from_json(json.loads(raw_book)).position(token).net_quantity if raw_book else 0,
         )
-        ids = OrderIds(
-            signal_id=event.causationid,
-            order_id=derive_id(event.id, "order"),
-            fill_id=derive_id(event.id, "fill"),
-        )
-        step = trader.place(signal, ids, market, account, correlationid=event.correlationid)
-
-        source = source_of(self.function.value, broker)
-        outputs = [event.child(e.role, e.payload, source=source) for e in step.emitted]
+        step, ids, outputs = self.place(event, trader, market, account)
         writes: dict[str, str] = {
             keys.order(broker, ids.order_id): json.dumps({"status": step.status, "signal": ids.signal_id})
         }
@@ -99,6 +91,20 @@ class TradingEngine(BrokerScoped):
                 order_done=True,
             )
         return Decision(outputs=outputs, writes=writes)
+
+    def place(
+        self, event: Event, trader: PaperTrader, market: Market | None, account: AccountView
+    ) -> tuple[PaperStep, OrderIds, list[Event]]:
+        """Place the validated signal in `event` with `trader`: what happened, the order's ids and
+        the events to emit. Pure; `decide` and the backtest both place orders through it."""
+        ids = OrderIds(
+            signal_id=event.causationid,
+            order_id=derive_id(event.id, "order"),
+            fill_id=derive_id(event.id, "fill"),
+        )
+        step = trader.place(_validated(event).signal, ids, market, account, correlationid=event.correlationid)
+        source = source_of(self.function.value, self.owner(event))
+        return step, ids, [event.child(e.role, e.payload, source=source) for e in step.emitted]
 
 
 def _available(raw_account: str | None, starting_cash: Decimal) -> Decimal:
