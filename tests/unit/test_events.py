@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from alphapanda.events import (
+    _ID_NAMESPACE,
     EXTENSIONS,
     IST,
     DepthLevel,
@@ -382,3 +385,9 @@ def test_kafka_round_trip_when_decoded_then_partitionkey_is_the_token_text_not_b
     decoded = from_kafka(key, value, headers)
     assert decoded.partitionkey == "779521"
     assert to_kafka(decoded)[0] == b"779521"
+
+
+@settings(max_examples=500)
+@given(st.text(), st.lists(st.text(max_size=20), max_size=4))
+def test_derive_id_when_computed_directly_then_it_equals_uuid5(parent: str, parts: list[str]) -> None:
+    assert derive_id(parent, *parts) == str(uuid.uuid5(_ID_NAMESPACE, "/".join((parent, *parts))))
