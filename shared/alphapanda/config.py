@@ -60,7 +60,13 @@ class DeliverySettings(_Section):
     retries: int = Field(default=4, ge=0, le=100)
     backoff_delay_s: float = Field(default=0.05, gt=0, description="Exponential: delay * 2^attempt.")
     backoff_max_s: float = Field(default=2.0, gt=0)
-    batch_size: int = Field(default=500, ge=1, le=100000)
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=100000,
+        description="Most records a worker takes per poll; their state changes commit in a few "
+        "transactions, their outputs are acknowledged together and their offsets committed once.",
+    )
 
 
 class RiskLimits(_Section):

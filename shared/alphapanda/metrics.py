@@ -81,7 +81,8 @@ EVENTS_PROCESSED: Final = Counter(
 )
 HANDLER_SECONDS: Final = Histogram(
     "alphapanda_handler_seconds",
-    "Time a function took to handle one event (one attempt), including its state round trips.",
+    "Time a function took to handle one event (one attempt), including its state round trips; "
+    "in a batch, the batch's time shared equally by its events.",
     ("function", "broker"),
     buckets=_HANDLER_BUCKETS,
 )

@@ -7,6 +7,8 @@ event's `traceparent`; and the stage's outputs carry that span's context as thei
 `traceparent` (the CloudEvent extension, and the W3C `traceparent` Kafka header that Knative's
 data plane reads). So tick -> signal -> risk -> order -> fill -> PnL chain into one trace, and
 the strategy runner's copies of a signal for several brokers become sibling branches of it.
+The dispatcher's batched path records the same span and metrics per event with
+`record_delivery`, after its transaction committed (a redone transaction is recorded once).
 
 Tracing is configured from the standard variables, lazily on the first event (a forked
 functions-framework worker sets up its own exporter threads):
@@ -355,43 +357,103 @@ def traced_delivery(deliver: Deliver[_R]) -> Deliver[_R]:
 def _traced(
     tracer: Tracer, bound: _Bound, deliver: Deliver[_R], stage: AnyStage, event: Event, store: StateStore
 ) -> list[Event] | _R:
-    topic = _topic_of(event)
-    attributes = _event_attributes(event, topic)
-    attributes["messaging.operation.type"] = "process"
-    attributes["messaging.operation.name"] = "process"
-    attributes["messaging.consumer.group.name"] = bound.consumer_group
-    attributes["alphapanda.function"] = bound.function
     started = perf_counter()
-    span = tracer.start_span(
-        f"process {topic}",
-        context=context_of(event.traceparent),
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-    )
+    span = _start_span(tracer, bound, event)
     # Current while the stage runs, so that instrumented clients (Redis, HTTP) join the trace.
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         try:
             result = deliver(stage, event, store)
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            _fail(span, exc)
             bound.metrics.failed(perf_counter() - started)
             raise
-        if isinstance(result, list):
-            traceparent = traceparent_of(span)
-            outputs = cast(list[Event], result)
-            result = cast(_R, [replace(e, traceparent=traceparent) for e in outputs])
-            span.set_attribute("alphapanda.outputs", len(outputs))
-        else:
-            span.set_attribute("error.type", "invalid_event")
-            span.set_status(Status(StatusCode.ERROR, str(getattr(result, "reason", result))))
+        result = _finish(span, result)
         _account(bound, event, result, perf_counter() - started)
         return result
     finally:
         otel_context.detach(token)
         span.end()
+
+
+def record_delivery(
+    stage: AnyStage,
+    event: Event,
+    result: list[Event] | _R,
+    *,
+    started_ns: int,
+    finished_ns: int,
+    seconds: float,
+) -> list[Event] | _R:
+    """Record, after the fact, one delivery of `event` that a batch committed; return `result` stamped.
+
+    The batched path decides many events in one state transaction, which may be redone on a
+    conflict: only the attempt that committed may show up in traces and metrics, so nothing is
+    recorded while it runs. The span gets the attempt's real start and end (wall clock, ns), and
+    the outputs its context as their `traceparent`, exactly as `traced_delivery` would stamp them.
+    `seconds` is the event's share of the batch's time, for the handler histogram.
+    """
+    bound = _bound.get((id(stage), event.broker)) or _bind(stage, event)
+    tracer = _tracing.tracer if _tracing.configured else _tracer()
+    if tracer is not None:
+        span = _start_span(tracer, bound, event, started_ns)
+        result = _finish(span, result)
+        span.end(end_time=finished_ns)
+    _account(bound, event, result, seconds)
+    return result
+
+
+def record_failed_delivery(
+    stage: AnyStage,
+    event: Event,
+    exc: BaseException,
+    *,
+    started_ns: int,
+    finished_ns: int,
+    seconds: float,
+) -> None:
+    """Record one failed attempt (it is retried) of `event` in a batch that committed the others."""
+    bound = _bound.get((id(stage), event.broker)) or _bind(stage, event)
+    tracer = _tracing.tracer if _tracing.configured else _tracer()
+    if tracer is not None:
+        span = _start_span(tracer, bound, event, started_ns)
+        _fail(span, exc, finished_ns)
+        span.end(end_time=finished_ns)
+    bound.metrics.failed(seconds)
+
+
+def _start_span(tracer: Tracer, bound: _Bound, event: Event, started_ns: int | None = None) -> trace.Span:
+    topic = _topic_of(event)
+    attributes = _event_attributes(event, topic)
+    attributes["messaging.operation.type"] = "process"
+    attributes["messaging.operation.name"] = "process"
+    attributes["messaging.consumer.group.name"] = bound.consumer_group
+    attributes["alphapanda.function"] = bound.function
+    return tracer.start_span(
+        f"process {topic}",
+        context=context_of(event.traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        start_time=started_ns,
+    )
+
+
+def _finish(span: trace.Span, result: list[Event] | _R) -> list[Event] | _R:
+    """Stamp the outputs of a successful delivery with `span`, or mark a dead letter on it."""
+    if isinstance(result, list):
+        traceparent = traceparent_of(span)
+        outputs = cast(list[Event], result)
+        span.set_attribute("alphapanda.outputs", len(outputs))
+        return [replace(e, traceparent=traceparent) for e in outputs]
+    span.set_attribute("error.type", "invalid_event")
+    span.set_status(Status(StatusCode.ERROR, str(getattr(result, "reason", result))))
+    return result
+
+
+def _fail(span: trace.Span, exc: BaseException, when_ns: int | None = None) -> None:
+    span.record_exception(exc, timestamp=when_ns)
+    span.set_attribute("error.type", type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
 
 def _broker_label(stage: AnyStage, event: Event) -> str:
