@@ -1,13 +1,18 @@
 """`alphapanda bench http`: CloudEvents/s through one functions-framework stage (the risk
-manager, publishing to Kafka and claiming in Redis) against a no-op functions-framework function."""
+manager, publishing to Kafka and claiming in Redis) against a no-op functions-framework function,
+both served the same way and driven by the same client at the same concurrency."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +24,9 @@ from alphapanda.topics import all_topics
 
 FUNCTIONS = Path(__file__).resolve().parents[3] / "functions"
 NOOP = Path(__file__).with_name("noop_function.py")
+# One in-flight request, and three: a KafkaSource with ordered delivery sends one event per
+# partition at a time, and the chart gives each topic three partitions.
+DEFAULT_CLIENTS = (1, 3)
 
 
 def _serve(source: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
@@ -56,13 +64,26 @@ def _serve(source: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], 
     raise RuntimeError(f"functions-framework on {source} did not start")
 
 
-def _signal(n: int) -> tuple[dict[str, str], bytes]:
+def _requests(first: int, events: int, clients: int) -> list[tuple[dict[str, str], bytes]]:
+    """`events` signals with ids from `first`; request i is for instrument i % clients.
+
+    `_post_all` gives client c every request i with i % clients == c, so each client sends the
+    signals of one instrument, as each in-flight event of an ordered KafkaSource comes from a
+    partition (hence a partition key) of its own. They still share one strategy and broker, so
+    concurrent requests contend for the broker's risk state as they would in production.
+    """
+    return [_signal(first + i, instrument=i % clients, nth=i // clients) for i in range(events)]
+
+
+def _signal(n: int, instrument: int = 0, nth: int = 0) -> tuple[dict[str, str], bytes]:
+    token = 738561 + instrument
     signal = Signal(
-        instrument_token=738561,
-        tradingsymbol="RELIANCE",
+        instrument_token=token,
+        tradingsymbol=f"BENCH{instrument}",
         exchange="NSE",
         strategy="bench",
-        side=Side.BUY if n % 2 == 0 else Side.SELL,
+        # Buy and sell in turn, so that the position stays flat and every signal passes.
+        side=Side.BUY if nth % 2 == 0 else Side.SELL,
         quantity=1,
         reference_price=Decimal("1480.00"),
         tick_time=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
@@ -72,7 +93,7 @@ def _signal(n: int) -> tuple[dict[str, str], bytes]:
         type=EventType.SIGNAL_RAW,
         source="/bench",
         data=signal,
-        partitionkey="738561",
+        partitionkey=str(token),
         correlationid=f"idea-{n}",
         causationid=f"tick-{n}",
         broker="paper",
@@ -82,21 +103,62 @@ def _signal(n: int) -> tuple[dict[str, str], bytes]:
     return headers, signal.model_dump_json().encode()
 
 
-def _post_all(port: int, events: int, offset: int) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    requests = [_signal(offset + n) for n in range(events)]
+def _post_all(port: int, requests: Sequence[tuple[dict[str, str], bytes]], clients: int) -> float:
+    """POST `requests` from `clients` keep-alive connections at once; return requests/s.
+
+    Each client is a thread with its own connection, sending its next request when the last
+    answered (as a KafkaSource does per partition with ordered delivery). The client is
+    http.client, which spends little of its time in Python, so at these rates it is not what
+    limits a run; whatever it costs, both functions pay it alike.
+    """
+    shares = [requests[i::clients] for i in range(clients)]
+    ready = threading.Barrier(clients + 1)
+    failures: list[BaseException] = []
+
+    def client(share: Sequence[tuple[dict[str, str], bytes]]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.connect()  # outside the timed part, like the keep-alive connection it models
+            ready.wait()
+            for headers, body in share:
+                conn.request("POST", "/", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"the function answered {response.status}")
+        except BaseException as exc:
+            failures.append(exc)
+            ready.abort()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: raised below
+        ready.wait()
     started = time.perf_counter()
-    for headers, body in requests:
-        conn.request("POST", "/", body=body, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"the function answered {response.status}")
-    return events / (time.perf_counter() - started)
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise failures[0]
+    return len(requests) / elapsed
 
 
-def bench(events: int, runs: int) -> None:
-    print(f"alphapanda bench http: {events:,} binary-mode CloudEvents per run, one keep-alive client")
+def bench(events: int, runs: int, clients: Sequence[int] = DEFAULT_CLIENTS) -> None:
+    """Print events/s of the no-op and the risk manager function at each client concurrency.
+
+    Both servers run side by side with the same settings, get the same warm-up, and at each
+    run the same requests (the same events) from the same client; which goes first alternates
+    from run to run, so drifting background load does not favour either.
+    """
+    print(
+        f"alphapanda bench http: {events:,} binary-mode CloudEvents per run, {runs} runs, "
+        f"concurrent keep-alive clients: {', '.join(str(c) for c in clients)}"
+    )
+    print(f"server: {_server_settings()} for both functions")
+    rates: dict[int, tuple[list[float], list[float]]] = {c: ([], []) for c in clients}
     with EmbeddedKafka() as kafka, EmbeddedRedis() as redis_server:
         ensure_topics(kafka.bootstrap_servers, all_topics(["paper"]), 1)
         env = {
@@ -110,20 +172,40 @@ def bench(events: int, runs: int) -> None:
         noop, noop_port = _serve(NOOP, env)
         stage, stage_port = _serve(FUNCTIONS / "risk_manager" / "main.py", env)
         try:
-            _post_all(stage_port, 50, offset=10**8)  # first event builds the clients
-            noop_rates, stage_rates = [], []
-            for run in range(runs):
-                noop_rates.append(_post_all(noop_port, events, offset=run * events))
-                stage_rates.append(_post_all(stage_port, events, offset=run * events))
-                print(
-                    f"  run {run + 1}: no-op {noop_rates[-1]:,.0f}/s, risk_manager {stage_rates[-1]:,.0f}/s"
-                )
+            # The same warm-up for both: the stage's first event builds its clients.
+            warm_up = _requests(10**8, 100, max(clients))
+            for port in (noop_port, stage_port):
+                _post_all(port, warm_up, max(clients))
+            batch = 0
+            for level in clients:
+                noop_rates, stage_rates = rates[level]
+                for run in range(runs):
+                    # Fresh event ids for every run: a repeated id would be a redelivery, which the
+                    # stage answers from its claim without deciding or writing anything.
+                    requests = _requests(batch * events, events, level)
+                    batch += 1
+                    order = [(noop_port, noop_rates), (stage_port, stage_rates)]
+                    for port, into in order if run % 2 == 0 else order[::-1]:
+                        into.append(_post_all(port, requests, level))
+                    print(
+                        f"  {level} client(s), run {run + 1}: no-op {noop_rates[-1]:,.0f}/s, "
+                        f"risk_manager {stage_rates[-1]:,.0f}/s"
+                    )
         finally:
             for proc in (noop, stage):
                 proc.terminate()
                 proc.wait(10)
-    noop_median = sorted(noop_rates)[len(noop_rates) // 2]
-    stage_median = sorted(stage_rates)[len(stage_rates) // 2]
-    print(f"no-op function:        {noop_median:,.0f} events/s (median of {runs})")
-    print(f"risk_manager function: {stage_median:,.0f} events/s (median of {runs})")
-    print(f"ratio: {stage_median / noop_median:.1%} of the no-op (target 70%)")
+    for level in clients:
+        noop_rates, stage_rates = rates[level]
+        noop_median, stage_median = statistics.median(noop_rates), statistics.median(stage_rates)
+        print(
+            f"{level} client(s): no-op {noop_median:,.0f} events/s, risk_manager {stage_median:,.0f} "
+            f"events/s (medians of {runs}): ratio {stage_median / noop_median:.1%} (target 70%)"
+        )
+
+
+def _server_settings() -> str:
+    """What functions-framework's gunicorn will run with (its defaults, or THREADS/WORKERS)."""
+    threads = os.environ.get("THREADS") or str((os.cpu_count() or 1) * 4)
+    workers = os.environ.get("WORKERS") or "1"
+    return f"functions-framework's gunicorn, {workers} worker(s) x {threads} threads"
