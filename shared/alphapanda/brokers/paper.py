@@ -19,7 +19,13 @@ from typing import Any, Literal
 
 from alphapanda.brokers.base import OrderEvent, OrderIds, Quote, order_fields
 from alphapanda.config import FillSettings
-from alphapanda.domain.calendar import CalendarCoverageError, TradingCalendar, load_trading_calendar, to_ist
+from alphapanda.domain.calendar import (
+    CalendarCoverageError,
+    TradingCalendar,
+    ist_date,
+    load_trading_calendar,
+    to_ist,
+)
 from alphapanda.domain.charges import ChargeRates, ChargeSchedule, load_charge_schedule, segment_for
 from alphapanda.domain.fills import OrderExecution, charge_lines, on_tick_grid, slipped_price
 from alphapanda.domain.instruments import Instrument
@@ -218,14 +224,24 @@ class PaperTrader:
     def market_for(self, signal: Signal, quote: Quote | None, view: Market | None) -> Market | None:
         """The quote a new order meets: the signal's own touch (fill_quote=signal), else the
         freshest of the latest quote and the matcher's last tick (which has depth)."""
-        if self.fills.fill_quote == "signal" and signal.bid is not None and signal.ask is not None:
-            return Market(signal.bid, signal.ask, signal.reference_price, signal.tick_time)
+        own = self.signal_market(signal)
+        if own is not None:
+            return own
         if view is not None and (quote is None or quote.at is None or view.at >= quote.at):
             return view
         if quote is None:
             return None
         # A quote stored without its exchange time is at least as new as the signal it caused.
         return Market(quote.bid, quote.ask, quote.last_price, quote.at or signal.tick_time)
+
+    def signal_market(self, signal: Signal) -> Market | None:
+        """The signal's own touch if that is what a new order meets (fill_quote=signal), else None.
+
+        `market_for` ignores the quote and the last tick then; a caller that must decode those
+        first (the backtest builds the last tick's `Market`) can skip that when this answers."""
+        if self.fills.fill_quote == "signal" and signal.bid is not None and signal.ask is not None:
+            return Market(signal.bid, signal.ask, signal.reference_price, signal.tick_time)
+        return None
 
     def place(
         self,
@@ -290,10 +306,16 @@ class PaperTrader:
             return ids.fill_id if n == 0 else derive_id(ids.fill_id, str(n))
 
         step = self._advance(order, market, fill_id)
-        return replace(
-            step,
-            emitted=[Emitted("submitted", submitted), *step.emitted],
+        # The step with the submission first and the margin the order now blocks (a new order
+        # blocked nothing before); spelled out rather than `dataclasses.replace`, which inspects
+        # the fields on every call of this per-order path.
+        return PaperStep(
+            [Emitted("submitted", submitted), *step.emitted],
+            step.order,
+            step.status,
+            unfilled=step.unfilled,
             margin_change=(step.order.blocked if step.order is not None else _ZERO),
+            market=step.market,
         )
 
     def _check(
@@ -511,7 +533,7 @@ class PaperTrader:
 
     def rates(self, product: Product, inst: Instrument, at: datetime) -> ChargeRates:
         """The charges in force for `product` on `inst` on the trading day of `at`."""
-        key = ("rates", product, inst.instrument_type, inst.exchange, to_ist(at).date())
+        key = ("rates", product, inst.instrument_type, inst.exchange, ist_date(at))
         found: ChargeRates | None = self._memo.get(key)
         if found is None:
             segment = segment_for(product.value, inst.instrument_type)
@@ -525,7 +547,7 @@ class PaperTrader:
         On a day without a session (a simulation run at the weekend) it lives until midnight;
         in a year the holiday list does not cover, the normal close is assumed.
         """
-        day = to_ist(at).date()
+        day = ist_date(at)
         key = ("session_end", day)
         found: datetime | None = self._memo.get(key)
         if found is None:

@@ -186,6 +186,26 @@ class TradingCalendar:
             )
 
 
+_LAST_IST_DATE: tuple[datetime | None, date | None] = (None, None)
+
+
+def ist_date(at: datetime) -> date:
+    """`to_ist(at).date()`: the IST trading date of instant `at` (ValueError if it is naive).
+
+    One order asks it of the same instant (its signal's tick time) four or five times (risk
+    day, charge rates twice, session end, portfolio day), so the last answer is kept by the
+    identity of the instant: a datetime is immutable, so the same object has the same date.
+    The pair is replaced as a whole, so concurrent callers can never see a mismatched one.
+    """
+    global _LAST_IST_DATE
+    last_at, last_date = _LAST_IST_DATE
+    if at is last_at and last_date is not None:
+        return last_date
+    day = to_ist(at).date()
+    _LAST_IST_DATE = (at, day)
+    return day
+
+
 def to_ist(at: datetime) -> datetime:
     """Return instant `at` in IST; raise ValueError if it is naive."""
     if at.tzinfo is None or at.utcoffset() is None:

@@ -40,6 +40,9 @@ _HUNDRED: Final = Decimal(100)
 _CRORE: Final = Decimal(10_000_000)
 _ZERO: Final = Decimal(0)
 _PAISA: Final = Decimal("0.01")
+_RUPEE: Final = Decimal(1)
+_ZERO_PAISE: Final = Decimal("0.00")
+"""What `Rounding.apply(0)` gives for either rounding."""
 # Wide enough that no product of a turnover and a rate is ever rounded before the final quantize,
 # and independent of whatever decimal context the caller has set.
 _EXACT: Final = Context(prec=50, rounding=ROUND_HALF_UP)
@@ -66,7 +69,9 @@ class ChargeSide(StrEnum):
 
     def applies_to(self, side: Side) -> bool:
         """Return whether an order on `side` pays a component charged on this side."""
-        return self is ChargeSide.BOTH or self.value == side.value.lower()
+        # By identity (BUY pays "buy", SELL pays "sell"): twice per executed order, and an enum's
+        # `.value` is a Python-level descriptor.
+        return self is ChargeSide.BOTH or (self is ChargeSide.BUY) == (side is Side.BUY)
 
 
 class Rounding(StrEnum):
@@ -80,7 +85,11 @@ class Rounding(StrEnum):
 
     def apply(self, amount: Decimal) -> Decimal:
         """Round `amount` half-up to this unit, written with paise so every component prints alike."""
-        return amount.quantize(self.quantum, rounding=ROUND_HALF_UP).quantize(_PAISA)
+        # Six times per executed order. Rounded to the paisa, the amount is already written with
+        # paise (a second quantize to the same exponent would return it unchanged).
+        if self is Rounding.PAISA:
+            return amount.quantize(_PAISA, rounding=ROUND_HALF_UP)
+        return amount.quantize(_RUPEE, rounding=ROUND_HALF_UP).quantize(_PAISA)
 
 
 _QUANTA: Final = {Rounding.RUPEE: Decimal(1), Rounding.PAISA: Decimal("0.01")}
@@ -393,7 +402,8 @@ class ChargeBreakdown:
 
 def charges_for(fill: ChargeableFill, rates: ChargeRates) -> ChargeBreakdown:
     """Compute brokerage, STT, exchange charge, SEBI fee, GST and stamp duty on one executed order."""
-    side = Side(fill.side)
+    # Converted only when not a `Side` already (an enum call costs a Python-level lookup).
+    side = fill.side if type(fill.side) is Side else Side(fill.side)
     if not isinstance(fill.price, Decimal):
         raise TypeError(f"price must be a Decimal, not {type(fill.price).__name__}: money is never a float")
     if fill.quantity <= 0:
@@ -425,7 +435,7 @@ def _brokerage(rule: FlatBrokerage | PercentageBrokerage, turnover: Decimal) -> 
 
 def _sided(rule: SidedRate, turnover: Decimal, side: Side) -> Decimal:
     if not rule.side.applies_to(side):
-        return rule.rounding.apply(_ZERO)
+        return _ZERO_PAISE
     return rule.rounding.apply(turnover * rule.rate_pct / _HUNDRED)
 
 

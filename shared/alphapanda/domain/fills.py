@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Any
 
@@ -14,6 +14,8 @@ _ZERO = Decimal(0)
 # The average price of a partly filled order is only an input to `charges_for`, which multiplies
 # it back by the quantity: keep enough digits that the product is the exact traded value.
 _EXACT = Context(prec=50)
+_NOTHING_CHARGED = ChargeBreakdown.zero()
+"""What an order has been charged before its first fill (immutable, so shared)."""
 
 
 def snap_to_tick(price: Decimal, tick_size: Decimal, *, up: bool) -> Decimal:
@@ -84,7 +86,7 @@ class OrderExecution:
 
     quantity: int = 0
     value: Decimal = _ZERO
-    charged: ChargeBreakdown = field(default_factory=ChargeBreakdown.zero)
+    charged: ChargeBreakdown = _NOTHING_CHARGED
 
     @property
     def average_price(self) -> Decimal:
@@ -101,6 +103,11 @@ class OrderExecution:
             value = self.value + price * quantity
             total_quantity = self.quantity + quantity
             whole = charges_for(ExecutedOrder(side, total_quantity, value / total_quantity), rates)
+        if self.charged is _NOTHING_CHARGED:
+            # Nothing charged yet (a new order's first fill): `whole - 0` is `whole` itself, to
+            # the digit (each component is rounded to paise, and x - Decimal(0) keeps x's
+            # exponent and sign), so the subtraction is skipped on every order's first fill.
+            return OrderExecution(total_quantity, value, whole), whole
         return OrderExecution(total_quantity, value, whole), _minus(whole, self.charged)
 
     def to_json(self) -> dict[str, Any]:

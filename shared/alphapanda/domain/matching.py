@@ -274,7 +274,20 @@ def match(order: MatchOrder, market: Market, rules: MatchRules) -> MatchResult:
     """Match `order` against one quote; see the module docstring for the model."""
     if not can_trade(order, market):
         return MatchResult((), order, Outcome.REST, traded=False)
-    order = replace(order, seen_until=market.at)
+    # Spelled out rather than `dataclasses.replace` (which inspects the fields on every call):
+    # every order placed and every resting order on every tick comes through here.
+    order = MatchOrder(
+        order.side,
+        order.remaining,
+        order.order_type,
+        order.validity,
+        order.arrives_at,
+        order.limit_price,
+        order.trigger_price,
+        order.triggered,
+        order.in_book,
+        market.at,
+    )
     if order.order_type in (OrderType.SL, OrderType.SL_M) and not order.triggered:
         assert order.trigger_price is not None
         if not is_triggered(order.side, order.trigger_price, market.last):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Collection
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from alphapanda.events import Side
@@ -82,8 +83,9 @@ def apply_fill(position: Position, side: Side, quantity: int, price: Decimal) ->
     return Position(new_q, price, realised, position.product)
 
 
-def _token(slot: tuple[int, Position]) -> int:
-    return slot[0]
+_token: Callable[[tuple[int, Position]], int] = itemgetter(0)
+"""The token of a (token, position) slot: the key `bisect_left` searches by. A C-level getter,
+since a bisect calls it at every step and a book is searched several times per fill."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +117,9 @@ class Book:
     ) -> Book:
         """Apply one fill: cash moves by the traded value and the charges, the position updates."""
         new_pos = apply_fill(self.position(token), side, quantity, price)
-        if product is not None:
-            new_pos = replace(new_pos, product=product)
+        if product is not None and product != new_pos.product:
+            # Built directly (not `dataclasses.replace`, slow on this per-fill path).
+            new_pos = Position(new_pos.net_quantity, new_pos.average_price, new_pos.realised_pnl, product)
         positions = self.positions
         i = bisect_left(positions, token, key=_token)
         # Kept sorted by token: the slot of `token` is replaced, or a new one inserted in order.

@@ -59,14 +59,14 @@ from alphapanda.topics import Function, bindings, market_scope
 Progress = Callable[[int], None]
 T = TypeVar("T")
 ZERO = Decimal(0)
+_TICK = EventType.MARKET_TICK
+_TYPE_NAME = {t: t.name for t in EventType}
+"""Each event type's name, as counted: an enum's `.name` is a Python-level descriptor."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Typed:
-    """A value kept decoded, with the function that gives its stored text."""
-
-    value: Any
-    encode: Callable[[Any], str]
+_Typed = tuple[Any, Callable[[Any], str]]
+"""A value kept decoded, with the function that gives its stored text: a plain pair, because the
+fast path keeps about sixteen of them per order and a dataclass costs several times a tuple."""
 
 
 class BacktestStateStore:
@@ -110,7 +110,7 @@ class BacktestStateStore:
         value = self._data.get(key)
         if value is None or isinstance(value, str):
             return value
-        return value.encode(value.value)
+        return value[1](value[0])
 
     def members(self, key: str) -> set[str]:
         return set(self._sets.get(key, ()))
@@ -122,12 +122,12 @@ class BacktestStateStore:
             return None
         if isinstance(value, str):
             return decode(value)
-        decoded: T = value.value
+        decoded: T = value[0]
         return decoded
 
     def put(self, key: str, value: Any, encode: Callable[[Any], str] = str) -> None:
         """Keep `value` decoded under `key`; `encode` gives its stored text."""
-        self._data[key] = _Typed(value, encode)
+        self._data[key] = (value, encode)
 
     def set_text(self, key: str, text: str) -> None:
         self._data[key] = text
@@ -277,6 +277,7 @@ class Backtest:
         self._fast = fast and isinstance(store, BacktestStateStore) and self._fast_routes_ok()
         self._instruments: dict[int, _Instrument] = {}
         self._ledger_keys: dict[tuple[str, int, str], list[str]] = {}
+        self._handlers: dict[tuple[EventType, str | None], list[Callable[[Event], list[Event]]]] = {}
 
     def _fast_routes_ok(self) -> bool:
         known = (StrategyRunner, OrderMatcher, RiskManager, TradingEngine, PortfolioManager)
@@ -465,25 +466,44 @@ class Backtest:
         self, first: list[Event], counts: Counter[str], fills: list[Event], records: list[FillRecord]
     ) -> None:
         """Everything the outputs of one tick cause, first in first out, as in the general path."""
-        routes, store, tracker = self._routes, self._store, self._tracker
+        tracker = self._tracker
+        handlers_of = self._handlers
         queue: deque[Event] = deque(first)
         while queue:
             event = queue.popleft()
-            counts[event.type.name] += 1
+            counts[_TYPE_NAME[event.type]] += 1
             if event.type is EventType.ORDER_FILLED:
                 fills.append(event)
                 record = _record(event)
                 records.append(record)
                 tracker.on_fill(record)
-            for stage in routes.get(event.topic, ()):
-                if isinstance(stage, RiskManager):
-                    queue.extend(self._risk(stage, event))
-                elif isinstance(stage, TradingEngine):
-                    queue.extend(self._engine(stage, event))
-                elif isinstance(stage, PortfolioManager):
-                    queue.extend(self._portfolio(stage, event))
-                else:
-                    queue.extend(stages.process(stage, event, store))
+            handlers = handlers_of.get((event.type, event.broker)) if event.type is not _TICK else None
+            if handlers is None:
+                handlers = self._handlers_for(event)
+            for handle in handlers:
+                queue.extend(handle(event))
+
+    def _handlers_for(self, event: Event) -> list[Callable[[Event], list[Event]]]:
+        """The handlers of the stages `event`'s topic feeds, in route order: the typed fast path
+        for the risk manager, trading engine and portfolio manager, `stages.process` otherwise.
+
+        An event's topic is a function of its type and broker except for a tick (whose topic is
+        its asset class's), so they are kept by (type, broker), sparing the topic name and the
+        stage's type tests per event. `event.topic` raises for an event without the broker its
+        type needs, so such an event is never kept and raises every time, as before."""
+        handlers: list[Callable[[Event], list[Event]]] = []
+        for stage in self._routes.get(event.topic, ()):
+            if isinstance(stage, RiskManager):
+                handlers.append(functools.partial(self._risk, stage))
+            elif isinstance(stage, TradingEngine):
+                handlers.append(functools.partial(self._engine, stage))
+            elif isinstance(stage, PortfolioManager):
+                handlers.append(functools.partial(self._portfolio, stage))
+            else:
+                handlers.append(functools.partial(stages.process, stage, store=self._store))
+        if event.type is not _TICK:
+            self._handlers[event.type, event.broker] = handlers
+        return handlers
 
     def _ledger_reads(self, broker: str, token: int, strategy: str) -> list[str]:
         found = self._ledger_keys.get((broker, token, strategy))
@@ -515,9 +535,9 @@ class Backtest:
         """What `Quote.from_json` gives for the broker's `keys.quote`: built from the last tick
         itself for a live broker (whose quote key the fast path derives from it)."""
         inst = self._instruments.get(token)
-        key = keys.quote(token, market_scope(broker))
-        if inst is None or inst.row is None or market_scope(broker) is not None:
-            raw = self._typed_store().get(key)
+        scope = market_scope(broker)
+        if inst is None or inst.row is None or scope is not None:
+            raw = self._typed_store().get(keys.quote(token, scope))
             return Quote.from_json(json.loads(raw)) if raw else None
         row = inst.row
         return Quote(row.bid, row.ask, row.last_price, row.exchange_timestamp)
@@ -569,7 +589,11 @@ class Backtest:
         broker = stage.owner(event)
         token = signal.instrument_token
         trader = stage.traders.paper(broker)
-        market = trader.market_for(signal, self._quote(broker, token), self._last_market(broker, token))
+        # `market_for` reads neither the quote nor the last tick when the order meets the
+        # signal's own touch: then they are not built (the last tick's `Market` costs a decode).
+        market = trader.signal_market(signal)
+        if market is None:
+            market = trader.market_for(signal, self._quote(broker, token), self._last_market(broker, token))
         margin_key = keys.margin_resting(broker)
         resting_margin = store.load(margin_key, Decimal) or ZERO
         account = store.load(keys.account(broker), lambda raw: Account.from_json(raw, trader.starting_cash))

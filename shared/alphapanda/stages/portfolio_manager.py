@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alphapanda.config import BrokerSettings
-from alphapanda.domain.calendar import to_ist
+from alphapanda.domain.calendar import ist_date
 from alphapanda.domain.portfolio import ZERO, Book, Position, sum_decimals
 from alphapanda.events import Event, EventType, OrderFilled, PnlSnapshot, Product, source_of
 from alphapanda.stages import BrokerScoped
@@ -80,7 +80,7 @@ class PortfolioManager(BrokerScoped):
     def reads(self, event: Event) -> list[str]:
         fill = _fill(event)
         broker = self.owner(event)
-        day = to_ist(fill.filled_at).date().isoformat()
+        day = ist_date(fill.filled_at).isoformat()
         return [keys.book(broker, fill.strategy), keys.account(broker), keys.day_pnl(broker, day)]
 
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:

@@ -22,6 +22,8 @@ from alphapanda.domain.portfolio import sum_decimals
 from alphapanda.state import keys
 
 ZERO = Decimal(0)
+_NO_ENTRY = ("0", "0")
+"""A strategy's [quantity, notional] for an instrument it holds nothing of."""
 
 
 def ledger_reads(broker: str, token: int, strategy: str) -> list[str]:
@@ -68,8 +70,10 @@ class LedgerView:
         """Gross exposure and the strategy's exposure if `signed_quantity` more were reserved at `price`."""
         new_notional = abs(self.position + signed_quantity) * price
         gross = self.gross - self.notional + new_notional
-        old_strategy = Decimal(self.strategy_positions.get(str(token), ["0", "0"])[1])
-        new_strategy = abs(self.strategy_quantity(token) + signed_quantity) * price
+        # The strategy's entry for the instrument, looked up once: [quantity, notional] as text.
+        entry = self.strategy_positions.get(str(token), _NO_ENTRY)
+        old_strategy = Decimal(entry[1])
+        new_strategy = abs(int(entry[0]) + signed_quantity) * price
         return gross, self.strategy_exposure() - old_strategy + new_strategy
 
     def reserved(self, token: int, signed_quantity: int, price: Decimal) -> LedgerView:
@@ -84,12 +88,13 @@ class LedgerView:
         """The ledger after `signed_quantity` more is reserved at `price` (negative: given back)."""
         position = self.position + signed_quantity
         notional = abs(position) * price
+        key = str(token)
         strategy_positions = dict(self.strategy_positions)
-        strategy_qty = self.strategy_quantity(token) + signed_quantity
+        strategy_qty = int(strategy_positions.get(key, _NO_ENTRY)[0]) + signed_quantity
         if strategy_qty == 0:
-            strategy_positions.pop(str(token), None)
+            strategy_positions.pop(key, None)
         else:
-            strategy_positions[str(token)] = [str(strategy_qty), str(abs(strategy_qty) * price)]
+            strategy_positions[key] = [str(strategy_qty), str(abs(strategy_qty) * price)]
         return LedgerView(
             position=position,
             notional=notional,

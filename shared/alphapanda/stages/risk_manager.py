@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from alphapanda.brokers.base import Quote
 from alphapanda.config import RiskLimits
-from alphapanda.domain.calendar import TradingCalendar, to_ist
+from alphapanda.domain.calendar import TradingCalendar, ist_date
 from alphapanda.domain.risk import (
     DEFAULT_RULES,
     BrokerState,
@@ -37,9 +37,12 @@ from alphapanda.state.store import Decision
 from alphapanda.strategies import StrategyRisk
 from alphapanda.topics import Function, market_scope
 
+_NO_STRATEGY_RISK = StrategyRisk()
+_NO_INSTRUMENT_LIMITS = InstrumentLimits()
+
 
 def trading_day(at: datetime) -> str:
-    return to_ist(at).date().isoformat()
+    return ist_date(at).isoformat()
 
 
 def day_pnl_total(raw: str | None) -> Decimal:
@@ -61,6 +64,24 @@ class RiskManager(BrokerScoped):
     rules: Sequence[RiskRule] = DEFAULT_RULES
     function: Function = Function.RISK_MANAGER
     accepts: EventType = EventType.SIGNAL_RAW
+    _limits_memo: dict[tuple[str, str], tuple[StrategyRisk, RiskLimits, RiskLimits]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """(strategy, broker) -> (strategy risk, broker limits, the two combined). `apply_to` dumps a
+    pydantic model per call; both inputs are immutable models, so the combination is reused while
+    `limits_for` and `strategy_risk` keep giving the very same objects (checked by identity, so a
+    `limits_for` that starts returning new limits is never answered from the memo)."""
+
+    def _limits(self, strategy: str, broker: str) -> tuple[StrategyRisk, RiskLimits]:
+        """The strategy's own risk settings and its effective limits on `broker`."""
+        strategy_risk = self.strategy_risk.get(strategy, _NO_STRATEGY_RISK)
+        broker_limits = self.limits_for(broker)
+        found = self._limits_memo.get((strategy, broker))
+        if found is not None and found[0] is strategy_risk and found[1] is broker_limits:
+            return strategy_risk, found[2]
+        limits = strategy_risk.apply_to(broker_limits)
+        self._limits_memo[strategy, broker] = (strategy_risk, broker_limits, limits)
+        return strategy_risk, limits
 
     def reads(self, event: Event) -> list[str]:
         signal = _signal(event)
@@ -110,8 +131,7 @@ class RiskManager(BrokerScoped):
         broker = self.owner(event)
         token = signal.instrument_token
         ledger = inputs.ledger
-        strategy_risk = self.strategy_risk.get(signal.strategy, StrategyRisk())
-        limits = strategy_risk.apply_to(self.limits_for(broker))
+        strategy_risk, limits = self._limits(signal.strategy, broker)
         price = signal.limit_price or signal.reference_price
         signed = signal.side.sign * signal.quantity
         gross_after, strategy_after = ledger.after(token, signed, price)
@@ -130,7 +150,7 @@ class RiskManager(BrokerScoped):
             broker_state=state,
             day_pnl=day_pnl,
             last_signal=inputs.last_signal,
-            instrument=self.instruments.get(token, InstrumentLimits()),
+            instrument=self.instruments.get(token, _NO_INSTRUMENT_LIMITS),
             calendar=self.calendar,
         )
         failures = evaluate(ctx, self.rules)

@@ -69,6 +69,8 @@ class StrategyRunner:
         tick = _tick(event)
         scope = _scope(event)
         source = source_of(self.function.value)
+        # The brokers this tick feeds for the strategy: the same for each of its intents.
+        targets = [b for b in spec.brokers if b in self.brokers and market_scope(b) == scope]
         outputs: list[Event] = []
         for n, intent in enumerate(intents):
             # One trading idea, one correlation id, shared by the copy sent to every broker.
@@ -86,17 +88,16 @@ class StrategyRunner:
                 reason=intent.reason,
                 tick_time=tick.exchange_timestamp,
             )
-            for broker in spec.brokers:
-                if broker in self.brokers and market_scope(broker) == scope:
-                    outputs.append(
-                        event.child(
-                            f"{spec.name}/{n}/{broker}/signal",
-                            signal,
-                            source=source,
-                            broker=broker,
-                            correlationid=correlationid,
-                        )
+            for broker in targets:
+                outputs.append(
+                    event.child(
+                        f"{spec.name}/{n}/{broker}/signal",
+                        signal,
+                        source=source,
+                        broker=broker,
+                        correlationid=correlationid,
                     )
+                )
         return outputs
 
 

@@ -14,6 +14,7 @@ from alphapanda.domain.calendar import (
     CalendarFileError,
     SessionHours,
     TradingCalendar,
+    ist_date,
     load_trading_calendar,
     to_ist,
 )
@@ -316,3 +317,27 @@ def test_load_shipped_calendar_when_read_then_each_year_has_the_circulars_weekda
 
     assert nse.covered_years == frozenset({2025, 2026})
     assert len(closed) == closed_weekdays
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 1, 5, 18, 29, 59, tzinfo=UTC),  # 23:59:59 IST
+        datetime(2026, 1, 5, 18, 30, tzinfo=UTC),  # midnight IST: the next day
+        datetime(2026, 1, 5, 0, 0, tzinfo=IST),
+        datetime(2026, 1, 5, 23, 0, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_ist_date_when_asked_then_it_is_the_ist_date_even_right_after_another_instant(at: datetime) -> None:
+    # The last answer is kept by the instant's identity: an equal-looking wall clock in another
+    # zone, or the next instant, must never get the previous answer.
+    before = datetime(2026, 1, 5, 12, 0, tzinfo=IST)
+    assert ist_date(before) == date(2026, 1, 5)
+    assert ist_date(at) == to_ist(at).date()
+    assert ist_date(at) == to_ist(at).date()  # asked again: the kept answer
+    assert ist_date(before) == date(2026, 1, 5)
+
+
+def test_ist_date_when_naive_then_value_error_as_to_ist() -> None:
+    with pytest.raises(ValueError, match="naive datetime"):
+        ist_date(datetime(2026, 1, 5, 12, 0))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -15,9 +15,11 @@ from alphapanda.domain.charges import (
     ChargeRates,
     ChargeSchedule,
     ChargeScheduleError,
+    ChargeSide,
     Exchange,
     ExecutedOrder,
     NoRatesInForceError,
+    Rounding,
     Segment,
     charges_for,
     load_charge_schedule,
@@ -430,3 +432,20 @@ def test_load_schedule_when_the_document_is_malformed_then_error(
 def test_load_schedule_when_the_file_is_missing_then_error_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ChargeScheduleError, match=r"missing\.yaml"):
         load_charge_schedule(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("charge_side", list(ChargeSide))
+@pytest.mark.parametrize("side", list(Side))
+def test_applies_to_when_compared_by_name_then_the_same_answer(charge_side: ChargeSide, side: Side) -> None:
+    # `applies_to` compares members by identity; its meaning is the names': "both", or the side's own.
+    assert charge_side.applies_to(side) is (charge_side.value in ("both", side.value.lower()))
+
+
+@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("amount", ["0", "0.004", "0.005", "1.495", "1.5", "-0.004", "12345.67891", "7"])
+def test_rounding_apply_when_any_amount_then_half_up_to_its_unit_written_with_paise(
+    rounding: Rounding, amount: str
+) -> None:
+    expected = Decimal(amount).quantize(rounding.quantum, rounding=ROUND_HALF_UP).quantize(Decimal("0.01"))
+    got = rounding.apply(Decimal(amount))
+    assert str(got) == str(expected)

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alphapanda.domain.charges import ChargeRates, ExecutedOrder, Segment, charges_for, load_charge_schedule
+from alphapanda.domain.charges import (
+    ChargeBreakdown,
+    ChargeRates,
+    ExecutedOrder,
+    Segment,
+    charges_for,
+    load_charge_schedule,
+)
 from alphapanda.domain.fills import OrderExecution, charge_lines
 from alphapanda.events import Side
 
@@ -77,3 +84,24 @@ def test_after_fill_when_any_split_then_fills_sum_to_the_orders_charges_per_comp
     for component in ("brokerage", "stt", "exchange_txn", "sebi", "gst", "stamp_duty"):
         assert sum(getattr(c, component) for c in paid) == getattr(whole, component)
     assert all(c.total >= 0 for c in paid)
+
+
+@given(
+    quantity=st.integers(min_value=1, max_value=5000),
+    paise=st.integers(min_value=1, max_value=400_000),
+    side=st.sampled_from(Side),
+    segment=st.sampled_from([Segment.EQUITY_INTRADAY, Segment.EQUITY_DELIVERY]),
+)
+def test_after_fill_when_first_fill_then_its_charges_are_the_subtraction_from_nothing_to_the_digit(
+    quantity: int, paise: int, side: Side, segment: Segment
+) -> None:
+    # A first fill skips subtracting the (zero) earlier charges: the result must be what the
+    # subtraction from an all-zero breakdown gives, to the digit (exponent and sign included).
+    rates = SCHEDULE.rates_on(DAY, segment, "NSE")
+    price = D(paise) / 100
+    executed, charge = OrderExecution().after_fill(side, quantity, price, rates)
+    # A breakdown of zeros that is not the shared "nothing charged yet" one: the subtraction runs.
+    _, subtracted = OrderExecution(charged=ChargeBreakdown.zero()).after_fill(side, quantity, price, rates)
+
+    assert [str(v) for v in charge.as_dict().values()] == [str(v) for v in subtracted.as_dict().values()]
+    assert charge == executed.charged

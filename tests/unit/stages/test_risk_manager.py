@@ -418,3 +418,24 @@ def test_decide_when_strategy_allocation_fits_then_validated_and_exposure_record
         str(OTHER): ["5", "10000"],
         str(TOKEN): ["10", "14800"],
     }
+
+
+def test_decide_when_limits_for_starts_giving_other_limits_then_the_new_ones_apply(
+    store: MemoryStateStore,
+) -> None:
+    # The stage keeps each strategy's combined limits while `limits_for` gives the same object;
+    # a new object (changed settings) must be used at once, never the kept combination.
+    current = {"paper": RiskLimits()}
+    risk = RiskManager(
+        brokers=PAPER,
+        limits_for=current.__getitem__,
+        strategy_risk={"ema_test": StrategyRisk(max_trades_per_day=50)},
+    )
+
+    (first,) = stages.process(risk, _raw(), store)
+    current["paper"] = RiskLimits(max_order_value=D("10000"))
+    later = _signal(at=T0 + timedelta(seconds=10))  # past the duplicate window
+    (second,) = stages.process(risk, _raw(later, event_id="raw-2"), store)
+
+    assert first.type is EventType.SIGNAL_VALIDATED
+    assert _reasons(second) == {"max_order_value": "order value Rs 14800.00 exceeds the limit of Rs 10000.00"}
