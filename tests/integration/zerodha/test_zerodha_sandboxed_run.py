@@ -58,6 +58,7 @@ class Sandboxed:
     redis: redis.Redis
     publisher: EventPublisher
     feed: FeedPublisher
+    dispatcher: Dispatcher
 
     def book(self, broker: str) -> Book | None:
         raw = self.redis.get(core_keys.book(broker, STRATEGY))
@@ -104,6 +105,7 @@ def sandboxed(kafka: EmbeddedKafka, redis_server: EmbeddedRedis, tmp_path: Path)
                     redis.Redis.from_url(redis_server.url),
                     publisher,
                     feed,
+                    dispatcher,
                 )
             finally:
                 feed.stop()
@@ -126,6 +128,9 @@ def test_run_when_sandbox_feeds_both_brokers_then_zerodha_fills_at_sandbox_price
     sandboxed.wait(lambda: (b := sandboxed.book("paper")) is not None and b.trade_count >= 2)
     sandboxed.feed.stop()
     sandboxed.feed.join(5)
+    # The feed publishes as fast as it can: let the pipeline work off the ticks already sent, or
+    # a momentary match of book, fills and orders below is overtaken by the backlog's trades.
+    assert sandboxed.dispatcher.wait_idle(60, quiet_s=1.0), "the pipeline did not drain"
     bootstrap = sandboxed.settings.kafka.bootstrap_servers
     fills: list[Event] = []
 
