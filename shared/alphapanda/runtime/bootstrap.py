@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import redis
@@ -125,11 +125,16 @@ def infrastructure(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update={"kafka": kafka, "redis": redis_settings})
 
 
-def connect(settings: Settings) -> tuple[RedisStateStore, EventPublisher]:
-    """Connect to Redis and Kafka and create the deployment's topics if missing."""
+def connect(
+    settings: Settings, publisher: Callable[[str, float], EventPublisher] = EventPublisher
+) -> tuple[RedisStateStore, EventPublisher]:
+    """Connect to Redis and Kafka and create the deployment's topics if missing.
+
+    `publisher` builds the producer: the HTTP adapter passes one that waits per request.
+    """
     client = redis.Redis.from_url(settings.redis.url)
     client.ping()
     bootstrap = settings.kafka.bootstrap_servers
     ensure_topics(bootstrap, all_topics(list(settings.brokers)), settings.kafka.partitions)
     store = RedisStateStore(client, settings.redis.claim_ttl_s)
-    return store, EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
+    return store, publisher(bootstrap, settings.kafka.ack_timeout_s)

@@ -25,20 +25,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import redis
 from cloudevents.http import CloudEvent
 from confluent_kafka import KafkaError, Message
 
 from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver, deliver_batch
-from alphapanda.bus.kafka import EventPublisher, Headers, PublishError, ensure_topics
+from alphapanda.bus.kafka import EventPublisher, Headers, PublishError
 from alphapanda.config import Settings, load_settings
 from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, from_attributes
 from alphapanda.metrics import ensure_metrics_server
-from alphapanda.runtime.bootstrap import Core, build_core
+from alphapanda.runtime.bootstrap import Core, build_core, connect
 from alphapanda.stages import Stage
 from alphapanda.state.store import RedisStateStore
 from alphapanda.telemetry import record_dead_letter
-from alphapanda.topics import ASSET_CLASSES, PIPELINE, Function, all_topics, market_ticks
+from alphapanda.topics import ASSET_CLASSES, PIPELINE, Function, market_ticks
 
 Record = tuple[str, bytes | None, bytes | None, Headers]
 
@@ -131,16 +130,6 @@ class FunctionRuntime:
     publisher: EventPublisher
 
 
-def connect(settings: Settings) -> tuple[RedisStateStore, RequestPublisher]:
-    """`bootstrap.connect`, with the per-request publisher a threaded HTTP server wants."""
-    client = redis.Redis.from_url(settings.redis.url)
-    client.ping()
-    bootstrap = settings.kafka.bootstrap_servers
-    ensure_topics(bootstrap, all_topics(list(settings.brokers)), settings.kafka.partitions)
-    store = RedisStateStore(client, settings.redis.claim_ttl_s)
-    return store, RequestPublisher(bootstrap, settings.kafka.ack_timeout_s)
-
-
 _runtime: FunctionRuntime | None = None
 _runtime_lock = threading.Lock()
 
@@ -155,7 +144,7 @@ def runtime() -> FunctionRuntime:
                 raise RuntimeError(
                     "a function needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL"
                 )
-            store, publisher = connect(settings)
+            store, publisher = connect(settings, RequestPublisher)
             _runtime = FunctionRuntime(settings, build_core(settings), store, publisher)
             # Here, in the serving worker, not at import: gunicorn imports the module before
             # it forks, and a server thread started then would not survive into the worker.
