@@ -154,8 +154,13 @@ def _backtest(args: argparse.Namespace) -> int:
     settings = backtest_settings(args.broker, args.strategies)
     core = build_core(settings)
     events, total = tick_source(args, settings)
+    show_progress = not args.no_progress and sys.stderr.isatty()
+    if show_progress and total is None and args.ticks is not None and args.start is None and args.end is None:
+        from alphapanda.runtime.tickfiles import count_tick_rows
+
+        total = count_tick_rows(args.ticks)
     started = time.perf_counter()
-    with _progress(total, enabled=not args.no_progress and sys.stderr.isatty()) as advance:
+    with _progress(total, enabled=show_progress) as advance:
         if args.state == "redis":
             with redis_store(settings.redis.url or None, settings.redis.claim_ttl_s) as store:
                 result = Backtest(core, store, bar_seconds=args.bar).run(events, advance)

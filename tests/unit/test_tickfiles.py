@@ -15,7 +15,7 @@ from alphapanda.events import IST, DepthLevel, MarketTick
 from alphapanda.feed import TICK_CSV_COLUMNS, TickFileError, TickStamper, read_ticks_csv, write_ticks_csv
 from alphapanda.runtime.bootstrap import build_core
 from alphapanda.runtime.feed import fixed_simulation
-from alphapanda.runtime.tickfiles import read_tick_rows, read_ticks, write_ticks
+from alphapanda.runtime.tickfiles import count_tick_rows, read_tick_rows, read_ticks, write_ticks
 
 START = datetime(2026, 1, 5, 9, 15, tzinfo=IST)
 
@@ -113,3 +113,23 @@ def test_rows_when_prices_repeat_then_values_are_equal_and_depth_is_parsed(tmp_p
     assert first.tick() == second.tick() == tick
     assert (first.seq, second.seq) == (0, 1)
     assert str(first.ask) == "10.50"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_count_tick_rows_when_file_is_written_then_it_equals_the_rows_read(
+    tmp_path: Path, suffix: str
+) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    path = tmp_path / f"ticks{suffix}"
+    write_ticks(path, _ticks(37))
+
+    assert count_tick_rows(path) == len(list(read_tick_rows(path))) == 37
+
+
+def test_count_tick_rows_when_the_last_line_has_no_newline_then_it_still_counts(tmp_path: Path) -> None:
+    path = tmp_path / "ticks.csv"
+    write_ticks(path, _ticks(5))
+    path.write_bytes(path.read_bytes().rstrip(b"\r\n"))
+
+    assert count_tick_rows(path) == len(list(read_tick_rows(path))) == 5

@@ -118,6 +118,25 @@ def read_ticks(path: Path) -> Iterator[MarketTick]:
         yield row.tick()
 
 
+def count_tick_rows(path: Path) -> int:
+    """How many ticks a tick file holds, without parsing them (for a progress bar's total).
+
+    CSV: the lines after the header (a last line without a newline counts); Parquet: the row
+    count from the file's metadata.
+    """
+    if is_parquet(path):
+        return int(_pyarrow().parquet.ParquetFile(path).metadata.num_rows)
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        lines += 1  # the last line has no newline
+    return max(lines - 1, 0)  # the header
+
+
 def read_tick_rows(path: Path) -> Iterator[TickRow]:
     """Validated rows of a CSV or (by suffix) Parquet tick file, in file order."""
     if not is_parquet(path):
