@@ -34,6 +34,39 @@ def sum_decimals(texts: Collection[str]) -> Decimal:
         return sum(map(parsed.__getitem__, texts), ZERO)
 
 
+_KEPT_MIN_EXPONENT = -12
+_KEPT_MAX_ADJUSTED = 14
+
+
+def _keepable(amount: Decimal) -> bool:
+    """Whether `amount` can enter a kept total: with at most 12 decimals and below 10^15, any
+    sum of a few thousand such amounts fits the default context's 28 digits, so both a fresh
+    sum and a kept one are exact, hence equal."""
+    exponent = amount.as_tuple().exponent
+    return (
+        isinstance(exponent, int)
+        and exponent >= _KEPT_MIN_EXPONENT
+        and amount.adjusted() <= _KEPT_MAX_ADJUSTED
+    )
+
+
+def kept_total(total: Decimal | None, old: Decimal, new: Decimal) -> Decimal | None:
+    """`total` after one of its amounts changes from `old` to `new`; None (sum afresh) if not known
+    or if the result could differ from a fresh sum (an amount too long to add exactly)."""
+    if total is None or not (_keepable(old) and _keepable(new)):
+        return None
+    return total - old + new
+
+
+def keepable_sum(texts: Collection[str]) -> Decimal | None:
+    """`sum_decimals(texts)` if every amount can enter a kept total, else None."""
+    total = sum_decimals(texts)
+    parsed = _PARSED
+    if all(_keepable(parsed[t]) if t in parsed else _keepable(Decimal(t)) for t in texts):
+        return total
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     net_quantity: int = 0

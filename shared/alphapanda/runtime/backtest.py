@@ -277,6 +277,7 @@ class Backtest:
         self._fast = fast and isinstance(store, BacktestStateStore) and self._fast_routes_ok()
         self._instruments: dict[int, _Instrument] = {}
         self._ledger_keys: dict[tuple[str, int, str], list[str]] = {}
+        self._strategy_totals: dict[str, tuple[dict[str, list[str]], Decimal | None]] = {}
         self._handlers: dict[tuple[EventType, str | None], list[Callable[[Event], list[Event]]]] = {}
 
     def _fast_routes_ok(self) -> bool:
@@ -514,13 +515,19 @@ class Backtest:
     def _ledger(self, broker: str, token: int, strategy: str) -> LedgerView:
         store = self._typed_store()
         pos_key, notional_key, gross_key, strategy_key, open_key = self._ledger_reads(broker, token, strategy)
+        positions = store.load(strategy_key, json.loads) or {}
+        # The strategy's total notional as `_put_ledger` last kept it, while the positions are
+        # still the very object it was kept with (a stage writing the key as text replaces it).
+        kept = self._strategy_totals.get(strategy_key)
+        total = kept[1] if kept is not None and kept[0] is positions else None
         return LedgerView(
             position=store.load(pos_key, int) or 0,
             notional=store.load(notional_key, Decimal) or ZERO,
             gross=store.load(gross_key, Decimal) or ZERO,
-            strategy_positions=store.load(strategy_key, json.loads) or {},
+            strategy_positions=positions,
             open_orders=store.load(open_key, int) or 0,
-        )
+            strategy_total=total,
+        ).with_total()
 
     def _put_ledger(self, ledger: LedgerView, broker: str, token: int, strategy: str) -> None:
         store = self._typed_store()
@@ -530,6 +537,7 @@ class Backtest:
         store.put(gross_key, ledger.gross)
         store.put(strategy_key, ledger.strategy_positions, _dumps_sorted)
         store.put(open_key, ledger.open_orders)
+        self._strategy_totals[strategy_key] = (ledger.strategy_positions, ledger.strategy_total)
 
     def _quote(self, broker: str, token: int) -> Quote | None:
         """What `Quote.from_json` gives for the broker's `keys.quote`: built from the last tick
@@ -629,9 +637,11 @@ class Backtest:
         update = stage.apply(
             event,
             store.load(book_key, _book_of),
-            store.load(account_key, lambda raw: Account.from_json(raw, starting_cash))
-            or Account(starting_cash),
-            store.load(day_key, DayPnl.from_json) or DayPnl.from_json(None),
+            (
+                store.load(account_key, lambda raw: Account.from_json(raw, starting_cash))
+                or Account(starting_cash)
+            ).with_held(),
+            (store.load(day_key, DayPnl.from_json) or DayPnl.from_json(None)).with_total(),
         )
         store.put(book_key, update.book, _book_text)
         store.put(account_key, update.account, _account_text)

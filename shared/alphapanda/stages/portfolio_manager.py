@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from alphapanda.config import BrokerSettings
 from alphapanda.domain.calendar import ist_date
-from alphapanda.domain.portfolio import ZERO, Book, Position, sum_decimals
+from alphapanda.domain.portfolio import ZERO, Book, Position, keepable_sum, kept_total, sum_decimals
 from alphapanda.events import Event, EventType, OrderFilled, PnlSnapshot, Product, source_of
 from alphapanda.stages import BrokerScoped
 from alphapanda.state import keys
@@ -40,10 +40,14 @@ class Account:
     charges: Decimal = ZERO
     margin: dict[str, str] = field(default_factory=dict)
     """`strategy:token` -> rupees held by that open position."""
+    held: Decimal | None = field(default=None, compare=False)
+    """The sum of `margin`, when known: kept up to date by `PortfolioManager.apply`, so an account
+    held decoded across fills (the backtest) is not re-summed over every position per order. Only
+    compared, never stored (the stored `available` is summed afresh, with a fresh sum's digits)."""
 
     @property
     def available(self) -> Decimal:
-        held = sum_decimals(self.margin.values())
+        held = self.held if self.held is not None else sum_decimals(self.margin.values())
         return self.starting_cash + self.realised - self.charges - held
 
     def to_json(self) -> str:
@@ -53,9 +57,19 @@ class Account:
                 "realised": str(self.realised),
                 "charges": str(self.charges),
                 "margin": self.margin,
-                "available": str(self.available),
+                "available": str(
+                    self.starting_cash + self.realised - self.charges - sum_decimals(self.margin.values())
+                ),
             },
             sort_keys=True,
+        )
+
+    def with_held(self) -> Account:
+        """This account with `held` known if it can be kept (see `kept_total`): summed once, here."""
+        if self.held is not None:
+            return self
+        return Account(
+            self.starting_cash, self.realised, self.charges, self.margin, keepable_sum(self.margin.values())
         )
 
     @classmethod
@@ -126,16 +140,30 @@ class PortfolioManager(BrokerScoped):
         slot = f"{fill.strategy}:{fill.instrument_token}"
 
         margin = dict(account.margin)
+        old_margin = margin.get(slot)
         if pos.net_quantity:
-            margin[slot] = str(position_margin(pos, settings))
+            new_margin = position_margin(pos, settings)
+            margin[slot] = str(new_margin)
         else:
+            new_margin = ZERO
             margin.pop(slot, None)
+        held = kept_total(account.held, Decimal(old_margin) if old_margin is not None else ZERO, new_margin)
         account = Account(
-            account.starting_cash, account.realised + realised_delta, account.charges + fill.charges, margin
+            account.starting_cash,
+            account.realised + realised_delta,
+            account.charges + fill.charges,
+            margin,
+            held,
         )
         unrealised = pos.unrealised_pnl(mark)
+        old_unrealised = day.unrealised.get(slot)
+        day_total = kept_total(
+            day.unrealised_total, Decimal(old_unrealised) if old_unrealised is not None else ZERO, unrealised
+        )
         day = DayPnl(
-            day.realised + realised_delta - fill.charges, {**day.unrealised, slot: str(unrealised)}
+            day.realised + realised_delta - fill.charges,
+            {**day.unrealised, slot: str(unrealised)},
+            day_total,
         )
 
         snapshot = PnlSnapshot(
@@ -164,10 +192,20 @@ class DayPnl:
     realised: Decimal = ZERO
     unrealised: dict[str, str] = field(default_factory=dict)
     """`strategy:token` -> rupees, as last marked."""
+    unrealised_total: Decimal | None = field(default=None, compare=False)
+    """The sum of `unrealised`, when known (see `Account.held`): only compared and formatted."""
 
     @property
     def total(self) -> Decimal:
+        if self.unrealised_total is not None:
+            return self.realised + self.unrealised_total
         return self.realised + sum_decimals(self.unrealised.values())
+
+    def with_total(self) -> DayPnl:
+        """This record with `unrealised_total` known if it can be kept: summed once, here."""
+        if self.unrealised_total is not None:
+            return self
+        return DayPnl(self.realised, self.unrealised, keepable_sum(self.unrealised.values()))
 
     def to_json(self) -> str:
         return json.dumps({"realised": str(self.realised), "unrealised": self.unrealised}, sort_keys=True)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from alphapanda.domain.portfolio import sum_decimals
+from alphapanda.domain.portfolio import keepable_sum, kept_total, sum_decimals
 from alphapanda.state import keys
 
 ZERO = Decimal(0)
@@ -47,6 +47,10 @@ class LedgerView:
     strategy_positions: dict[str, list[str]]
     """token -> [reserved quantity, notional] for the signal's strategy."""
     open_orders: int
+    strategy_total: Decimal | None = field(default=None, compare=False)
+    """The sum of the strategy's notionals, when known: kept up to date by `changed`, so a ledger
+    held decoded across orders (the backtest) never re-sums every instrument per order. Only
+    compared and formatted, never stored, so its exponent may differ from a fresh sum's."""
 
     @classmethod
     def read(cls, values: Mapping[str, str | None], broker: str, token: int, strategy: str) -> LedgerView:
@@ -61,6 +65,8 @@ class LedgerView:
         )
 
     def strategy_exposure(self) -> Decimal:
+        if self.strategy_total is not None:
+            return self.strategy_total
         return sum_decimals([n for _q, n in self.strategy_positions.values()])
 
     def strategy_quantity(self, token: int) -> int:
@@ -90,17 +96,35 @@ class LedgerView:
         notional = abs(position) * price
         key = str(token)
         strategy_positions = dict(self.strategy_positions)
-        strategy_qty = int(strategy_positions.get(key, _NO_ENTRY)[0]) + signed_quantity
+        entry = strategy_positions.get(key, _NO_ENTRY)
+        strategy_qty = int(entry[0]) + signed_quantity
         if strategy_qty == 0:
             strategy_positions.pop(key, None)
+            new_entry_notional = ZERO
         else:
-            strategy_positions[key] = [str(strategy_qty), str(abs(strategy_qty) * price)]
+            new_entry_notional = abs(strategy_qty) * price
+            strategy_positions[key] = [str(strategy_qty), str(new_entry_notional)]
+        total = kept_total(self.strategy_total, Decimal(entry[1]), new_entry_notional)
         return LedgerView(
             position=position,
             notional=notional,
             gross=max(self.gross - self.notional + notional, ZERO),
             strategy_positions=strategy_positions,
             open_orders=max(self.open_orders + open_orders_delta, 0),
+            strategy_total=total,
+        )
+
+    def with_total(self) -> LedgerView:
+        """This ledger with `strategy_total` known if it can be kept (see `kept_total`): summed once, here."""
+        if self.strategy_total is not None:
+            return self
+        return LedgerView(
+            self.position,
+            self.notional,
+            self.gross,
+            self.strategy_positions,
+            self.open_orders,
+            keepable_sum([n for _q, n in self.strategy_positions.values()]),
         )
 
     def writes(self, broker: str, token: int, strategy: str) -> dict[str, str]:

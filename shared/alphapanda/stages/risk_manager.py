@@ -165,7 +165,7 @@ class RiskManager(BrokerScoped):
                 severity=Severity.CRITICAL,
                 message=f"{broker}: today's PnL Rs {day_pnl:.2f} breached the daily loss limit of "
                 f"Rs {limits.daily_loss_limit:.2f}; the broker is now REDUCING",
-                details={"broker": broker, "day_pnl": str(day_pnl)},
+                details={"broker": broker, "day_pnl": f"{day_pnl:.2f}"},
                 raised_at=signal.tick_time,
             )
             outputs.append(event.child("alert", alert, source=source))

@@ -299,7 +299,7 @@ def test_decide_when_day_loss_reaches_the_limit_on_an_active_broker_then_reducin
         severity=Severity.CRITICAL,
         message="paper: today's PnL Rs -50000.00 breached the daily loss limit of Rs 50000.00; "
         "the broker is now REDUCING",
-        details={"broker": "paper", "day_pnl": "-50000"},
+        details={"broker": "paper", "day_pnl": "-50000.00"},
         raised_at=T0,
     )
     assert _reasons(rejected) == {
