@@ -9,8 +9,9 @@ transaction, with the same per-event outcomes, traces and metrics as `deliver` o
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from alphapanda.bus.kafka import Headers
 from alphapanda.events import Event, InvalidEvent
@@ -63,7 +64,28 @@ def _decider(stage: Stage, event: Event) -> Work:
     def decide(values: dict[str, str | None]) -> Decision:
         return stage.decide(event, values)
 
+    staged: Any = stage
+    if hasattr(staged, "first_reads"):
+        # A stage that reads in two steps (see `Work.more_reads`): the first keys for every
+        # event, the rest only where their values call for it.
+        lean: TwoStepReads = staged
+
+        def more(values: Mapping[str, str | None]) -> Sequence[str]:
+            return lean.more_reads(event, values)
+
+        return Work(claim, lean.first_reads(event), decide, more)
     return Work(claim, stage.reads(event), decide)
+
+
+class TwoStepReads(Protocol):
+    """What a stage offers besides `reads` to be read in two steps on the batched path.
+
+    `first_reads` and then `more_reads` (given the values of the first) must name everything
+    `decide` will read; `reads` (all at once) stays what `stages.process` uses."""
+
+    def first_reads(self, event: Event) -> Sequence[str]: ...
+
+    def more_reads(self, event: Event, values: Mapping[str, str | None]) -> Sequence[str]: ...
 
 
 def deliver_batch(stage: Stage, events: Sequence[Event], store: BatchStateStore) -> BatchDelivery:

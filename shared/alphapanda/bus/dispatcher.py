@@ -38,6 +38,9 @@ from alphapanda.topics import Binding, Function
 
 log = logging.getLogger(__name__)
 
+GC_THRESHOLDS = (50_000, 50, 1_000)
+"""Garbage-collector thresholds while a dispatcher runs (see `Dispatcher.start`)."""
+
 UNKNOWN_LAG = -1
 """Lag before a partition has answered its first fetch: not idle, not a number of records."""
 
@@ -338,6 +341,7 @@ class Dispatcher:
             )
             for b in bindings
         ]
+        self._thresholds: tuple[int, int, int] | None = None
 
     def start(self, timeout_s: float = 30.0) -> None:
         for w in self.workers:
@@ -354,6 +358,14 @@ class Dispatcher:
         # until `stop` gives them back, so a process that goes on (a test run) frees them later.
         gc.collect()
         gc.freeze()
+        # Every consumed batch keeps hundreds of events (each a dozen pydantic objects) alive
+        # while it is processed, so the default thresholds (a young collection every 700
+        # allocations, promoting the batch into older generations that are then scanned again
+        # and again) spent ~30% of a tick stage's CPU in the collector (measured with a 500-tick
+        # batch against redis-server). Collect the young generation ~70x less often; garbage
+        # cycles are rare here (the events are immutable trees), so memory stays bounded.
+        self._thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
 
     def check(self) -> None:
         """Raise if a worker died."""
@@ -382,3 +394,6 @@ class Dispatcher:
         for w in self.workers:
             w.join(timeout_s)
         gc.unfreeze()
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            self._thresholds = None

@@ -26,7 +26,7 @@ matcher.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -78,6 +78,30 @@ class OrderMatcher:
         out: list[str] = []
         for broker in self._served(event):
             out.extend(k for k in self._reads_for(broker, tick) if k not in out)
+        return out
+
+    def first_reads(self, event: Event) -> list[str]:
+        """The keys every tick needs, on the dispatcher's batched path (`Work.more_reads`):
+        the instrument's resting orders, and what a due square-off reads. Most ticks meet no
+        resting order, and then neither read nor watch the kill switch, margin or risk ledger
+        (which the risk manager writes on every signal, and whose changes would redo a batch)."""
+        tick = _tick(event)
+        out: list[str] = []
+        for broker in self._served(event):
+            if tick.instrument_token not in self._trader(broker).instruments:
+                continue
+            out.append(keys.resting_orders(broker, tick.instrument_token))
+            if self._trader(broker).square_off_due(tick.exchange_timestamp):
+                out.extend(k for k in self._reads_for(broker, tick) if k not in out)
+        return out
+
+    def more_reads(self, event: Event, values: Mapping[str, str | None]) -> list[str]:
+        """With resting orders on the instrument: everything `_reads_for` names."""
+        tick = _tick(event)
+        out: list[str] = []
+        for broker in self._served(event):
+            if load_resting(values.get(keys.resting_orders(broker, tick.instrument_token))):
+                out.extend(k for k in self._reads_for(broker, tick) if k not in out)
         return out
 
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
@@ -134,6 +158,8 @@ class OrderMatcher:
 
         def give_back(strategy: str, signed_quantity: int, *, order_done: bool) -> None:
             if not all(k in ledger for k in ledger_reads(broker, token, strategy)):
+                if strategy in self._strategies_of(broker):
+                    raise _NotRead(f"the risk ledger of {strategy} on {token} was not read")
                 # A strategy no longer configured for the broker: its ledger entries were not
                 # read, and writing them from nothing would wipe other orders' reservations.
                 return
@@ -144,9 +170,13 @@ class OrderMatcher:
             writes.update(changed)
 
         orders = load_resting(values[resting_key])
-        halted = values[keys.control(broker)] == HALTED
         due = trader.square_off_due(at)
-        blocked = Decimal(values[margin_key] or 0)
+        if orders and (keys.control(broker) not in values or margin_key not in values):
+            # Read in two steps (first_reads, more_reads) by a store that raced with an order
+            # placed in between: fail the attempt, the retry reads everything.
+            raise _NotRead(f"tick {event.id}: resting orders on {token}, but not the keys to match them")
+        halted = bool(orders) and values[keys.control(broker)] == HALTED
+        blocked = Decimal(values[margin_key] or 0) if orders else Decimal(0)
         kept = []
         current = market
         for order in orders:
@@ -214,6 +244,10 @@ class OrderMatcher:
                 # the reservation here, and it was never an open order there.
                 give_back(strategy, position, order_done=False)
         return outputs, writes
+
+
+class _NotRead(RuntimeError):
+    """`decide` got fewer keys than this tick needs (a transient race, never bad input)."""
 
 
 def _day(tick: MarketTick) -> str:

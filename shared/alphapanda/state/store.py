@@ -39,15 +39,24 @@ class Decision:
 
 
 Decide = Callable[[dict[str, str | None]], Decision]
+MoreReads = Callable[[Mapping[str, str | None]], Sequence[str]]
 
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """One event's share of a batch: what `process_once` takes as arguments."""
+    """One event's share of a batch: what `process_once` takes as arguments.
+
+    `more_reads`, if set, names the keys `decide` needs beyond `read_keys` given their values
+    (as the batch's earlier items left them): a stage that needs little for most events (the
+    order matcher, for an instrument with no resting order) reads and watches only that, and the
+    rest only where the first values say so. It is asked again with each item's current values,
+    and whatever it names that was not read yet is read (and watched) before `decide` runs.
+    """
 
     claim_key: str
     read_keys: Sequence[str]
     decide: Decide
+    more_reads: MoreReads | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,7 @@ class RedisStateStore:
             outcomes: list[tuple[list[Event] | None, BaseException | None]] = []
             failure: BaseException | None = None
             failed_at = 0
+            self._read_more(conn, items, stored)
             for work in items:
                 if work.claim_key in claimed:
                     outcomes.append((list(claimed[work.claim_key]), None))
@@ -225,6 +235,13 @@ class RedisStateStore:
                     outcomes.append((outputs, None))
                     continue
                 values = {k: overlay[k] if k in overlay else stored[k] for k in work.read_keys}
+                if work.more_reads is not None:
+                    more = [k for k in work.more_reads(values) if k not in values]
+                    missing = [k for k in dict.fromkeys(more) if k not in stored]
+                    if missing:
+                        # The batch's own writes made this item need keys nobody read yet.
+                        stored.update(_watch_and_read(conn, missing))
+                    values.update((k, overlay[k] if k in overlay else stored[k]) for k in more)
                 try:
                     decision = work.decide(values)
                 except isolate as exc:
@@ -262,6 +279,21 @@ class RedisStateStore:
         finished = time.time_ns()
         done = [Done(outputs, error, started, finished) for outputs, error in outcomes]
         return BatchResult(done, failure, started, failed_at) if failure else BatchResult(done)
+
+    @staticmethod
+    def _read_more(conn: AbstractConnection, items: Sequence[Work], stored: dict[str, str | None]) -> None:
+        """Read (and watch) in one more round trip what the items' `more_reads` name, by the
+        values just read: WATCH may be sent again before MULTI, and every key is read after it
+        is watched, so an EXEC that succeeds saw all of them as they were when it ran."""
+        wanted: dict[str, None] = {}
+        for work in items:
+            if work.more_reads is None or stored.get(work.claim_key) is not None:
+                continue
+            for key in work.more_reads({k: stored[k] for k in work.read_keys}):
+                if key not in stored:
+                    wanted[key] = None
+        if wanted:
+            stored.update(_watch_and_read(conn, list(wanted)))
 
     @contextmanager
     def _connection(self) -> Iterator[AbstractConnection]:
@@ -302,6 +334,12 @@ return #KEYS
 (so WATCH still decides whether it runs at all). Like commands queued in MULTI, one that fails
 (a set add on a key of another type: a bug) does not stop the others; its error is the reply,
 and `process_batch` raises it, as redis-py's pipeline did."""
+
+
+def _watch_and_read(conn: AbstractConnection, keys: Sequence[str]) -> dict[str, str | None]:
+    _send(conn, [("WATCH", *keys), ("MGET", *keys)])
+    raw = _read_all(conn, 2)[1]
+    return {k: _text(v) for k, v in zip(keys, raw, strict=True)}
 
 
 def _send(conn: AbstractConnection, commands: Sequence[tuple[Any, ...]]) -> None:
@@ -356,7 +394,7 @@ class MemoryStateStore:
         for work in items:
             started = time.time_ns()
             try:
-                outputs = self.process_once(work.claim_key, work.read_keys, work.decide)
+                outputs = self.process_once(work.claim_key, self._all_reads(work), work.decide)
             except isolate as exc:
                 done.append(Done(None, exc, started, time.time_ns()))
                 continue
@@ -364,6 +402,17 @@ class MemoryStateStore:
                 return BatchResult(done, exc, started, time.time_ns())
             done.append(Done(outputs, None, started, time.time_ns()))
         return BatchResult(done)
+
+    def _all_reads(self, work: Work) -> list[str]:
+        """`work`'s reads with what its `more_reads` name by the current values. Another thread
+        may change those values before `process_once` takes the lock; a stage whose `decide`
+        then lacks a key raises, and the dispatcher retries the event alone (`stages.process`,
+        with the stage's full reads)."""
+        reads = list(work.read_keys)
+        if work.more_reads is not None:
+            values = {k: self.get(k) for k in reads}
+            reads += [k for k in work.more_reads(values) if k not in values]
+        return reads
 
     def get(self, key: str) -> str | None:
         return self._data.get(key)
