@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Protocol
+from typing import Annotated, Any, Final, Literal, NamedTuple, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -410,33 +410,100 @@ def charges_for(fill: ChargeableFill, rates: ChargeRates) -> ChargeBreakdown:
         raise ValueError(f"quantity must be positive, got {fill.quantity}")
     if fill.price < 0:
         raise ValueError(f"price must not be negative, got {fill.price}")
-
+    c = _compiled(rates)
+    buy = side is Side.BUY
     with localcontext(_EXACT):
         turnover = fill.price * fill.quantity
-        brokerage = _brokerage(rates.brokerage, turnover)
-        stt = _sided(rates.stt, turnover, side)
-        exchange_txn = rates.exchange_txn.rounding.apply(turnover * rates.exchange_txn.rate_pct / _HUNDRED)
-        sebi = rates.sebi.rounding.apply(turnover * rates.sebi.per_crore / _CRORE)
-        gst = rates.gst.rounding.apply((brokerage + exchange_txn + sebi) * rates.gst.rate_pct / _HUNDRED)
-        stamp_duty = _sided(rates.stamp_duty, turnover, side)
+        if c.brokerage_flat is not None:
+            brokerage = c.brokerage_flat
+        else:
+            amount = turnover * c.brokerage_rate
+            if c.brokerage_cap is not None:
+                amount = min(amount, c.brokerage_cap)
+            brokerage = c.brokerage_round(amount)
+        stt = c.stt_round(turnover * c.stt_rate) if (c.stt_buy if buy else c.stt_sell) else _ZERO_PAISE
+        exchange_txn = c.exchange_round(turnover * c.exchange_rate)
+        sebi = c.sebi_round(turnover * c.sebi_rate)
+        gst = c.gst_round((brokerage + exchange_txn + sebi) * c.gst_rate)
+        stamp_duty = (
+            c.stamp_round(turnover * c.stamp_rate) if (c.stamp_buy if buy else c.stamp_sell) else _ZERO_PAISE
+        )
     return ChargeBreakdown(
         brokerage=brokerage, stt=stt, exchange_txn=exchange_txn, sebi=sebi, gst=gst, stamp_duty=stamp_duty
     )
 
 
-def _brokerage(rule: FlatBrokerage | PercentageBrokerage, turnover: Decimal) -> Decimal:
-    if isinstance(rule, FlatBrokerage):
-        return rule.rounding.apply(rule.amount)
-    amount = turnover * rule.rate_pct / _HUNDRED
-    if rule.cap is not None:
-        amount = min(amount, rule.cap)
-    return rule.rounding.apply(amount)
+def _round_paisa(amount: Decimal) -> Decimal:
+    return amount.quantize(_PAISA, rounding=ROUND_HALF_UP)
 
 
-def _sided(rule: SidedRate, turnover: Decimal, side: Side) -> Decimal:
-    if not rule.side.applies_to(side):
-        return _ZERO_PAISE
-    return rule.rounding.apply(turnover * rule.rate_pct / _HUNDRED)
+def _round_rupee(amount: Decimal) -> Decimal:
+    return amount.quantize(_RUPEE, rounding=ROUND_HALF_UP).quantize(_PAISA)
+
+
+_ROUND: Final = {Rounding.PAISA: _round_paisa, Rounding.RUPEE: _round_rupee}
+
+
+class _CompiledRates(NamedTuple):
+    """One `ChargeRates` as `charges_for` computes with it: each percentage already divided by
+    100 (the SEBI fee by a crore) and each rounding a plain function. Every product stays exact
+    in the 50-digit context, so `turnover * (rate / 100)` is the same amount as
+    `turnover * rate / 100`, and rounds the same."""
+
+    brokerage_flat: Decimal | None
+    brokerage_rate: Decimal
+    brokerage_cap: Decimal | None
+    brokerage_round: Callable[[Decimal], Decimal]
+    stt_rate: Decimal
+    stt_buy: bool
+    stt_sell: bool
+    stt_round: Callable[[Decimal], Decimal]
+    exchange_rate: Decimal
+    exchange_round: Callable[[Decimal], Decimal]
+    sebi_rate: Decimal
+    sebi_round: Callable[[Decimal], Decimal]
+    gst_rate: Decimal
+    gst_round: Callable[[Decimal], Decimal]
+    stamp_rate: Decimal
+    stamp_buy: bool
+    stamp_sell: bool
+    stamp_round: Callable[[Decimal], Decimal]
+
+
+_COMPILED: dict[int, tuple[ChargeRates, _CompiledRates]] = {}
+"""id(rates) -> (rates, compiled): the rates object is kept so its id is never reused meanwhile."""
+
+
+def _compiled(rates: ChargeRates) -> _CompiledRates:
+    found = _COMPILED.get(id(rates))
+    if found is not None and found[0] is rates:
+        return found[1]
+    if len(_COMPILED) > 10_000:
+        _COMPILED.clear()
+    b = rates.brokerage
+    with localcontext(_EXACT):
+        compiled = _CompiledRates(
+            brokerage_flat=b.rounding.apply(b.amount) if isinstance(b, FlatBrokerage) else None,
+            brokerage_rate=_ZERO if isinstance(b, FlatBrokerage) else b.rate_pct / _HUNDRED,
+            brokerage_cap=None if isinstance(b, FlatBrokerage) else b.cap,
+            brokerage_round=_ROUND[b.rounding],
+            stt_rate=rates.stt.rate_pct / _HUNDRED,
+            stt_buy=rates.stt.side.applies_to(Side.BUY),
+            stt_sell=rates.stt.side.applies_to(Side.SELL),
+            stt_round=_ROUND[rates.stt.rounding],
+            exchange_rate=rates.exchange_txn.rate_pct / _HUNDRED,
+            exchange_round=_ROUND[rates.exchange_txn.rounding],
+            sebi_rate=rates.sebi.per_crore / _CRORE,
+            sebi_round=_ROUND[rates.sebi.rounding],
+            gst_rate=rates.gst.rate_pct / _HUNDRED,
+            gst_round=_ROUND[rates.gst.rounding],
+            stamp_rate=rates.stamp_duty.rate_pct / _HUNDRED,
+            stamp_buy=rates.stamp_duty.side.applies_to(Side.BUY),
+            stamp_sell=rates.stamp_duty.side.applies_to(Side.SELL),
+            stamp_round=_ROUND[rates.stamp_duty.rounding],
+        )
+    _COMPILED[id(rates)] = (rates, compiled)
+    return compiled
 
 
 def _trade_date(value: date) -> date:
