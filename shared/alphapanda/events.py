@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from alphapanda import topics
+from alphapanda.immutable import immutable
 
 IST: Final = ZoneInfo("Asia/Kolkata")
 SPEC_SOURCE_PREFIX: Final = "/alphapanda"
@@ -308,7 +309,7 @@ def now() -> datetime:
     return datetime.now(tz=IST)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Event:
     """A CloudEvent with a typed payload; the codec below maps it to and from the wire."""
 

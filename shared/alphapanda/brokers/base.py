@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 from alphapanda.events import OrderCancelled, OrderFailed, OrderFilled, OrderSubmitted, Signal
+from alphapanda.immutable import immutable
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Quote:
     """The latest top of book of an instrument, as stored by the strategy runner."""
 
@@ -32,7 +32,7 @@ class Quote:
         return cls(Decimal(raw["bid"]), Decimal(raw["ask"]), Decimal(raw["ltp"]), at)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class OrderIds:
     """Ids for what one signal may produce, derived from the signal's event id by the caller."""
 

@@ -44,6 +44,7 @@ from alphapanda.events import (
     Validity,
     derive_id,
 )
+from alphapanda.immutable import immutable
 
 HALTED = "HALTED"
 """The kill-switch state (`keys.control`) in which a broker takes no new orders but closing ones."""
@@ -54,7 +55,7 @@ _PAISA = Decimal("0.01")
 PaperPayload = OrderSubmitted | OrderFilled | OrderFailed | OrderCancelled
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class AccountView:
     """What the paper broker knows of the account when an order arrives."""
 
@@ -65,7 +66,7 @@ class AccountView:
     """The strategy's net position in the instrument: the part of an order that closes it needs no margin."""
 
 
-@dataclass(frozen=True)
+@immutable
 class PaperOrder:
     """A paper order that is still working, as the order matcher keeps it in Redis."""
 
@@ -144,7 +145,7 @@ class PaperOrder:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Emitted:
     """One order event and its role, from which the stage derives the event id."""
 
@@ -152,7 +153,7 @@ class Emitted:
     payload: PaperPayload
 
 
-@dataclass(frozen=True)
+@immutable
 class PaperStep:
     """What placing an order, or one quote, did to it."""
 

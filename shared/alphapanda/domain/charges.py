@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alphapanda.domain.calendar import to_ist
 from alphapanda.events import Product, Side
+from alphapanda.immutable import immutable
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_BROKER: Final = "zerodha"
@@ -336,7 +337,7 @@ class ChargeableFill(Protocol):
     def price(self) -> Decimal: ...
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class ExecutedOrder:
     """An executed order as `charges_for` needs it: side, total filled quantity, average price.
 
@@ -348,7 +349,7 @@ class ExecutedOrder:
     price: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class ChargeBreakdown:
     """What one or more executed orders cost, by component, in rupees."""
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Any
 
 from alphapanda.domain.charges import ChargeBreakdown, ChargeRates, ExecutedOrder, charges_for
 from alphapanda.events import ChargeLines, Side
+from alphapanda.immutable import immutable
 
 _BPS = Decimal(10000)
 _ZERO = Decimal(0)
@@ -74,7 +74,7 @@ def charge_lines(breakdown: ChargeBreakdown) -> ChargeLines:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class OrderExecution:
     """What one order has executed so far and what it has been charged for it.
 

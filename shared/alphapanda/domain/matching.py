@@ -22,7 +22,7 @@ be filled at a better price than it asked for.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -30,9 +30,10 @@ from typing import Any
 
 from alphapanda.domain.fills import slipped_price
 from alphapanda.events import DepthLevel, MarketTick, OrderType, Side, Validity
+from alphapanda.immutable import immutable
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Level:
     """One price level of the book: price and displayed quantity."""
 
@@ -48,7 +49,7 @@ def _levels(depth: Iterable[DepthLevel] | None, *, descending: bool) -> tuple[Le
     return tuple(sorted(kept, key=lambda lv: lv.price, reverse=descending))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Market:
     """What the paper broker knows of an instrument at one moment.
 
@@ -129,7 +130,7 @@ class Market:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class MatchOrder:
     """The part of an order the matching model needs: what is left of it and its conditions."""
 
@@ -185,7 +186,7 @@ class MatchOrder:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class MatchRules:
     """How the paper broker fills: slippage against the trader, the instrument's tick, depth use."""
 
@@ -194,7 +195,7 @@ class MatchRules:
     walk_depth: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Execution:
     """One trade: price (after slippage) and quantity."""
 
@@ -211,7 +212,7 @@ class Outcome(StrEnum):
     """The remainder is cancelled (IOC)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class MatchResult:
     executions: tuple[Execution, ...]
     order: MatchOrder

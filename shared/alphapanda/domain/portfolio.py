@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
 from alphapanda.events import Side
+from alphapanda.immutable import immutable
 
 ZERO = Decimal(0)
 _PARSED: dict[str, Decimal] = {}
@@ -67,7 +67,7 @@ def keepable_sum(texts: Collection[str]) -> Decimal | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Position:
     net_quantity: int = 0
     average_price: Decimal = ZERO
@@ -121,7 +121,7 @@ _token: Callable[[tuple[int, Position]], int] = itemgetter(0)
 since a bisect calls it at every step and a book is searched several times per fill."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Book:
     """One strategy's account on one broker: cash, charges, trade count and its positions."""
 

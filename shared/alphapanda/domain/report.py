@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from alphapanda.events import Side
+from alphapanda.immutable import immutable
 
 ZERO = Decimal(0)
 SESSION_SECONDS_PER_YEAR = 252 * 375 * 60
@@ -33,7 +34,7 @@ def periods_per_year(bar_seconds: float) -> float:
     return SESSION_SECONDS_PER_YEAR / bar_seconds
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class FillRecord:
     """The part of a fill the report needs (and lists)."""
 
@@ -63,7 +64,7 @@ class FillRecord:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class EquityPoint:
     at: datetime
     equity: Decimal

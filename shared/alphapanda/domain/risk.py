@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from alphapanda.config import RiskLimits
 from alphapanda.domain.calendar import CalendarCoverageError, TradingCalendar
 from alphapanda.events import RuleFailure, Side, Signal
+from alphapanda.immutable import immutable
 
 ZERO = Decimal(0)
 
@@ -30,7 +31,7 @@ class BrokerState(StrEnum):
     HALTED = "HALTED"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class InstrumentLimits:
     """What risk needs to know of an instrument beyond the signal."""
 
@@ -39,7 +40,7 @@ class InstrumentLimits:
     derivative: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class LastSignal:
     side: Side
     quantity: int
@@ -53,7 +54,7 @@ class LastSignal:
         return cls(Side(raw["side"]), int(raw["quantity"]), datetime.fromisoformat(raw["at"]))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class RiskContext:
     signal: Signal
     limits: RiskLimits

@@ -12,9 +12,10 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from alphapanda.events import Side
+from alphapanda.immutable import immutable
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class OrderIntent:
     side: Side
     quantity: int

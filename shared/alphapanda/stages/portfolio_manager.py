@@ -17,6 +17,7 @@ from alphapanda.config import BrokerSettings
 from alphapanda.domain.calendar import ist_date
 from alphapanda.domain.portfolio import ZERO, Book, Position, keepable_sum, kept_total, sum_decimals
 from alphapanda.events import Event, EventType, OrderFilled, PnlSnapshot, Product, source_of
+from alphapanda.immutable import immutable
 from alphapanda.stages import BrokerScoped
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
@@ -33,7 +34,7 @@ def position_margin(position: Position, settings: BrokerSettings) -> Decimal:
     return value
 
 
-@dataclass(frozen=True)
+@immutable
 class Account:
     starting_cash: Decimal
     realised: Decimal = ZERO
@@ -185,7 +186,7 @@ class PortfolioManager(BrokerScoped):
         return PortfolioUpdate([event.child("pnl", snapshot, source=source)], book, account, day)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class DayPnl:
     """Today's PnL record of a broker: realised (less charges), and unrealised per position slot."""
 
@@ -218,7 +219,7 @@ class DayPnl:
         return cls(Decimal(record.get("realised", "0")), dict(record.get("unrealised", {})))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class PortfolioUpdate:
     outputs: list[Event]
     book: Book

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from decimal import Decimal
 
 from alphapanda.domain.portfolio import keepable_sum, kept_total, sum_decimals
+from alphapanda.immutable import immutable
 from alphapanda.state import keys
 
 ZERO = Decimal(0)
@@ -37,7 +38,7 @@ def ledger_reads(broker: str, token: int, strategy: str) -> list[str]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class LedgerView:
     """The ledger values one signal touches, decoded."""
 

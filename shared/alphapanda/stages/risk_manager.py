@@ -30,6 +30,7 @@ from alphapanda.events import (
     SignalValidated,
     source_of,
 )
+from alphapanda.immutable import immutable
 from alphapanda.stages import BrokerScoped
 from alphapanda.stages.risk_ledger import LedgerView, ledger_reads
 from alphapanda.state import keys
@@ -183,7 +184,7 @@ class RiskManager(BrokerScoped):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class RiskInputs:
     """What the risk manager reads for one signal, decoded."""
 
@@ -196,7 +197,7 @@ class RiskInputs:
     day_pnl: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class RiskVerdict:
     """What the risk manager decided: its events and the state to write."""
 
