@@ -22,9 +22,8 @@ from alphapanda.bus.kafka import ensure_topics
 from alphapanda.bus.log import read_log
 from alphapanda.config import Settings, load_settings
 from alphapanda.events import Event, OrderFilled, Signal, SignalValidated
-from alphapanda.feed import TickStamper
 from alphapanda.runtime.bootstrap import build_core, connect, infrastructure
-from alphapanda.runtime.feed import live_simulation
+from alphapanda.runtime.feed import FeedPlan, FeedProcess
 from alphapanda.topics import Function, bindings, orders_filled, signals_raw, signals_validated
 
 
@@ -38,7 +37,7 @@ class PipelineFigures:
     """Commands Redis processed during the run (INFO stats), for commands per tick."""
     cpu: dict[str, float] = field(default_factory=dict)
     """CPU seconds during the run: each stage's worker thread, this whole process, and the
-    broker and Redis (child processes), to say where the time goes."""
+    broker, Redis and the market feed (child processes), to say where the time goes."""
 
     def cpu_us_per_tick(self, part: str) -> float:
         return self.cpu.get(part, 0.0) / self.ticks * 1e6
@@ -84,25 +83,33 @@ def _run_pipeline(settings: Settings, ticks: int, rate: float) -> PipelineFigure
             bindings(list(live.brokers)), core.stage_for, store, publisher, live.kafka, live.delivery
         )
         dispatcher.start()
+        # The market feed as `alphapanda run` starts it: its own process, publishing as fast
+        # as the broker takes them (rate 0) or at `rate`.
+        feed = FeedProcess(
+            FeedPlan(
+                live.kafka.bootstrap_servers,
+                live.kafka.ack_timeout_s,
+                rate,
+                tuple(core.instruments),
+                seed=3,
+                limit=ticks,
+                namespace=f"bench-{uuid.uuid4()}",
+            )
+        )
+        feed.start()
+        if not feed.ready.wait(60):
+            raise RuntimeError("the feed process did not start")
         commands_before = _redis_commands(store.client)
         cpu_before = _cpu_now(dispatcher)
-        stamper = TickStamper(namespace=f"bench-{uuid.uuid4()}")
-        source = live_simulation(core.instruments, seed=3)
         started = time.monotonic()
-        sent = 0
-        batch = 500 if rate == 0 else max(1, int(rate / 100))
-        while sent < ticks:
-            n = min(batch, ticks - sent)
-            publisher.publish([stamper.stamp(next(source)) for _ in range(n)])
-            sent += n
-            if rate:
-                delay = started + sent / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+        feed.join(600)
+        if feed.failed is not None or feed.published != ticks:
+            raise RuntimeError(f"the feed published {feed.published:,} of {ticks:,} ticks: {feed.failed}")
         if not dispatcher.wait_idle(timeout_s=600, quiet_s=0.5):
             raise RuntimeError("the pipeline did not drain")
         elapsed = time.monotonic() - started - 0.5  # the quiet period is not work
         cpu_after = _cpu_now(dispatcher)
+        cpu_after["feed"] = feed.cpu_s
         dispatcher.stop()
         publisher.close()
         commands = _redis_commands(store.client) - commands_before
@@ -323,10 +330,10 @@ def _print_cpu(runs: Sequence[PipelineFigures]) -> None:
     print(
         f"cpu a tick (us, median):   this process {process:,.0f} = stage workers {workers:,.0f} ("
         + ", ".join(f"{s} {us(s):,.0f}" for s in stages)
-        + f") + feed and client threads {process - workers:,.0f}; broker {us('broker'):,.0f}; "
-        f"redis {us('redis'):,.0f}"
+        + f") + client threads {process - workers:,.0f}; market feed process {us('feed'):,.0f}; "
+        f"broker {us('broker'):,.0f}; redis {us('redis'):,.0f}"
     )
-    total = process + us("broker") + us("redis")
+    total = process + us("feed") + us("broker") + us("redis")
     cores = os.cpu_count() or 1
     print(
         f"cpu bound:                 {total:,.0f} us of CPU a tick on {cores} cores: at most "

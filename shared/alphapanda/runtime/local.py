@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -19,10 +19,15 @@ from alphapanda.bus.dispatcher import Dispatcher
 from alphapanda.bus.kafka import EventPublisher
 from alphapanda.config import Settings
 from alphapanda.domain.calendar import load_trading_calendar
-from alphapanda.events import EventType, MarketTick, now
-from alphapanda.feed import read_ticks_csv
+from alphapanda.events import EventType, now
 from alphapanda.runtime.bootstrap import Core, build_core, connect, infrastructure
-from alphapanda.runtime.feed import FeedPublisher, live_simulation, session_start_for_simulation
+from alphapanda.runtime.feed import (
+    Feed,
+    FeedPlan,
+    FeedProcess,
+    FeedPublisher,
+    session_start_for_simulation,
+)
 from alphapanda.runtime.marks import mark_to_market
 from alphapanda.runtime.reports import BrokerSummary, broker_summary
 from alphapanda.runtime.runinfo import remove_runinfo, write_runinfo
@@ -118,11 +123,7 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
             if not options.replay:
                 source = "Kite sandbox" if options.kite_sandbox else "simulated NSE"
                 console.print(f"{source} market clock starts at {market_start:%Y-%m-%d %H:%M:%S %Z}")
-            ticks: Iterator[MarketTick] = (
-                read_ticks_csv(options.replay)
-                if options.replay
-                else live_simulation(instruments, options.seed, market_start)
-            )
+            feed: Feed
             if options.kite_sandbox:
                 from alphapanda.runtime.sandboxed import kite_sandbox
 
@@ -132,9 +133,23 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
                     )
                 )
                 console.print(f"Kite sandbox {sandboxed.sandbox.root}  ticker {sandboxed.sandbox.ws_root}")
-                ticks = sandboxed.ticks
+                # The ticks arrive on a KiteTicker connection of this process.
+                feed = FeedPublisher(sandboxed.ticks, publisher, options.rate)
+            else:
+                # A simulated or replayed feed runs in a process of its own, as deployed: making
+                # and encoding ticks would otherwise take the GIL from the stages.
+                feed = FeedProcess(
+                    FeedPlan(
+                        settings.kafka.bootstrap_servers,
+                        settings.kafka.ack_timeout_s,
+                        options.rate,
+                        tuple(instruments),
+                        options.seed,
+                        market_start,
+                        replay=options.replay,
+                    )
+                )
             reconcilers = _reconcilers(settings, core, publisher, console)
-            feed = FeedPublisher(ticks, publisher, options.rate)
             started = time.monotonic()
             feed.start()
             try:
@@ -180,7 +195,7 @@ def _reconcilers(
 def _watch(
     core: Core,
     dispatcher: Dispatcher,
-    feed: FeedPublisher,
+    feed: Feed,
     store: RedisStateStore,
     publisher: EventPublisher,
     options: RunOptions,
@@ -273,7 +288,7 @@ def _broker_counts(dispatcher: Dispatcher, broker: str | None) -> BrokerCounts:
     )
 
 
-def _totals(core: Core, dispatcher: Dispatcher, feed: FeedPublisher, store: StateStore) -> RunTotals:
+def _totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore) -> RunTotals:
     counts = _broker_counts(dispatcher, None)
     return RunTotals(
         ticks=feed.published,
@@ -291,7 +306,7 @@ def _totals(core: Core, dispatcher: Dispatcher, feed: FeedPublisher, store: Stat
 
 
 def _view(
-    core: Core, dispatcher: Dispatcher, feed: FeedPublisher, store: StateStore, rate: float, elapsed: float
+    core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore, rate: float, elapsed: float
 ) -> Group:
     stages = Table(title=f"alphapanda run · {elapsed:,.0f}s · {rate:,.0f} ticks/s", expand=False)
     for col in ("stage", "broker", "in", "out", "dlq", "retries", "lag"):
