@@ -21,12 +21,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, cast
 
+import redis
 from cloudevents.http import CloudEvent
 from confluent_kafka import KafkaError, Message
+from redis.connection import AbstractConnection
 
 from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver, deliver_batch
 from alphapanda.bus.kafka import EventPublisher, Headers, PublishError
@@ -35,7 +38,16 @@ from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, from_a
 from alphapanda.metrics import ensure_metrics_server
 from alphapanda.runtime.bootstrap import Core, build_core, connect
 from alphapanda.stages import Stage
-from alphapanda.state.store import RedisStateStore
+from alphapanda.state.store import (
+    BatchResult,
+    BatchStateStore,
+    Decide,
+    Done,
+    RedisStateStore,
+    Work,
+    decode_outputs,
+    encode_outputs,
+)
 from alphapanda.telemetry import record_dead_letter
 from alphapanda.topics import ASSET_CLASSES, PIPELINE, Function, market_ticks
 
@@ -128,6 +140,8 @@ class FunctionRuntime:
     core: Core
     store: RedisStateStore
     publisher: EventPublisher
+    batch_store: BatchStateStore | None = None
+    """Where the `_Batcher` commits (an `OptimisticStore`); `store` when None."""
 
 
 _runtime: FunctionRuntime | None = None
@@ -145,7 +159,8 @@ def runtime() -> FunctionRuntime:
                     "a function needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL"
                 )
             store, publisher = connect(settings, RequestPublisher)
-            _runtime = FunctionRuntime(settings, build_core(settings), store, publisher)
+            optimistic = OptimisticStore(store.client, settings.redis.claim_ttl_s)
+            _runtime = FunctionRuntime(settings, build_core(settings), store, publisher, optimistic)
             # Here, in the serving worker, not at import: gunicorn imports the module before
             # it forks, and a server thread started then would not survive into the worker.
             ensure_metrics_server()
@@ -317,7 +332,7 @@ class _Batcher:
         rt = self._rt
         try:
             stage = cast(Stage, rt.core.stage_for(self._function, self._broker))
-            delivery = deliver_batch(stage, [r.event for r in batch], rt.store)
+            delivery = deliver_batch(stage, [r.event for r in batch], rt.batch_store or rt.store)
         except Exception as exc:  # the store itself failed (Redis unreachable): all are retried
             for request in batch:
                 request.error = exc
@@ -380,3 +395,256 @@ def tick_ingest_handler() -> Callable[[CloudEvent], None]:
         rt.publisher.publish([decoded])
 
     return handle
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What a batch commits: plain writes, claims (the outputs they hold), set members to add."""
+
+    plain: dict[str, str] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)
+    set_adds: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.plain or self.claims or self.set_adds)
+
+
+def _decide_all(
+    items: Sequence[Work], values: dict[str, str | None], isolate: tuple[type[BaseException], ...]
+) -> tuple[BatchResult, _Writes]:
+    """Decide `items` in order on `values` (claims and reads), each seeing the writes before it.
+
+    As `RedisStateStore` does within one transaction: a claim present is a redelivery (its
+    stored outputs, nothing decided), a claim repeated in the batch returns the first's outputs,
+    an `isolate` exception leaves that item out, any other stops the batch there (the items
+    before it are still committed). The times of each `Done` are set by the caller.
+    """
+    overlay: dict[str, str] = {}
+    claimed: dict[str, list[Event]] = {}
+    writes = _Writes()
+    done: list[Done] = []
+    for work in items:
+        if work.claim_key in claimed:
+            done.append(Done(list(claimed[work.claim_key]), None, 0, 0))
+            continue
+        previous = values.get(work.claim_key)
+        if previous is not None:
+            outputs = decode_outputs(previous)
+            claimed[work.claim_key] = outputs
+            done.append(Done(outputs, None, 0, 0))
+            continue
+        view = {k: overlay[k] if k in overlay else values[k] for k in work.read_keys}
+        try:
+            decision = work.decide(view)
+        except isolate as exc:
+            done.append(Done(None, exc, 0, 0))
+            continue
+        except Exception as exc:
+            return BatchResult(done, exc, 0, time.time_ns()), writes
+        overlay.update(decision.writes)
+        writes.plain.update(decision.writes)
+        writes.set_adds.extend(decision.set_adds.items())
+        claimed[work.claim_key] = decision.outputs
+        writes.claims[work.claim_key] = encode_outputs(decision.outputs)
+        done.append(Done(decision.outputs, None, 0, 0))
+    return BatchResult(done), writes
+
+
+class _Stale(Exception):
+    """A value a batch was decided on changed before its commit: decide again on `current`."""
+
+    def __init__(self, current: dict[str, str | None]) -> None:
+        super().__init__("stale reads")
+        self.current = current
+
+
+_CHECK_AND_COMMIT: Final = """
+local checked, nwrites = tonumber(ARGV[1]), tonumber(ARGV[2])
+local nclaims, nadds = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, absent = ARGV[5], ARGV[6]
+local stale = false
+local current = {}
+for i = 1, checked do
+  local v = redis.call('GET', KEYS[i])
+  current[i] = v
+  if absent:sub(i, i) == '1' then
+    if v then stale = true end
+  elseif v ~= ARGV[6 + i] then
+    stale = true
+  end
+end
+if stale then return {0, current} end
+local at = 6 + checked
+for i = 1, nwrites do redis.call('SET', KEYS[checked + i], ARGV[at + i]) end
+at = at + nwrites
+for i = 1, nclaims do redis.call('SET', KEYS[checked + nwrites + i], ARGV[at + i], 'EX', ttl) end
+at = at + nclaims
+for i = 1, nadds do redis.call('SADD', KEYS[checked + nwrites + nclaims + i], ARGV[at + i]) end
+return {1}
+"""
+"""Compare-and-commit, atomically: if every checked key (the claims and reads a batch was decided
+on) still holds the value it was decided on (`absent` marks the keys decided as missing), apply
+the writes, the claims (with their TTL) and the set adds, and answer {1}; otherwise change
+nothing and answer {0, the checked keys' current values}, so the batch can be decided again
+without another read."""
+
+_CACHE_LIMIT: Final = 100_000
+
+
+class OptimisticStore:
+    """A `BatchStateStore` for the function adapter: one Redis round trip per batch.
+
+    `RedisStateStore` pays two round trips per transaction: WATCH+MGET, then MULTI..EXEC. Here a
+    batch is decided on the values this process last saw for its keys (the ones it committed or
+    read) and on its claims being absent, and one script call (`_CHECK_AND_COMMIT`) commits it
+    only if every one of those values is still what it was decided on, which is as
+    serialisable as WATCH: the decisions are pure functions of the event and of values that
+    were current at the commit. If any was not (another instance or stage wrote it, or an
+    event was a redelivery with its claim present), the script answers the current values in
+    the same round trip and the batch is decided again on those: never more round trips than
+    WATCH, and one while this process is the keys' only writer (one partition's stage).
+    Keys never seen are read first (MGET), so a process's first batch on new keys costs two.
+    """
+
+    def __init__(self, client: redis.Redis, claim_ttl_s: int) -> None:
+        self._redis = client
+        self._claim_ttl_s = claim_ttl_s
+        self._known: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+        self._sha: str | None = None
+        self._free: list[AbstractConnection] = []
+
+    def process_once(self, claim_key: str, read_keys: Sequence[str], decide: Decide) -> list[Event]:
+        result = self.process_batch([Work(claim_key, read_keys, decide)])
+        if result.failure is not None:
+            raise result.failure
+        outputs = result.done[0].outputs
+        assert outputs is not None  # nothing is isolated: an item has outputs or the batch failed
+        return outputs
+
+    def get(self, key: str) -> str | None:
+        return _text(self._redis.get(key))
+
+    def members(self, key: str) -> set[str]:
+        return {_text(m) or "" for m in self._redis.smembers(key)}
+
+    def process_batch(
+        self, items: Sequence[Work], isolate: tuple[type[BaseException], ...] = ()
+    ) -> BatchResult:
+        """Decide `items` in order (each seeing the writes of those before it), commit them together."""
+        reads = list(dict.fromkeys(k for w in items for k in w.read_keys))
+        with self._lock:
+            known = {k: self._known[k] for k in reads if k in self._known}
+        claims = dict.fromkeys(w.claim_key for w in items)
+        with self._connection() as conn:
+            unknown = [k for k in reads if k not in known]
+            if unknown:
+                _send(conn, [("MGET", *unknown)])
+                known.update(zip(unknown, (_text(v) for v in _read_all(conn, 1)[0]), strict=True))
+            values: dict[str, str | None] = {**dict.fromkeys(claims), **known}
+            while True:
+                started = time.time_ns()
+                result, writes = _decide_all(items, values, isolate)
+                try:
+                    self._commit(conn, values, writes)
+                except _Stale as stale:
+                    values = stale.current
+                    continue
+                finished = time.time_ns()
+                break
+        with self._lock:
+            if len(self._known) > _CACHE_LIMIT:
+                self._known.clear()
+            self._known.update({k: v for k, v in values.items() if k not in claims})
+            self._known.update({k: v for k, v in writes.plain.items() if k in values})
+        done = [replace(d, started_ns=started, finished_ns=finished) for d in result.done]
+        if result.failure is not None:
+            return BatchResult(done, result.failure, started, result.failure_finished_ns)
+        return BatchResult(done)
+
+    def _commit(self, conn: AbstractConnection, values: dict[str, str | None], writes: _Writes) -> None:
+        if not writes:
+            return  # nothing to commit: all duplicates, or all isolated
+        checked = list(values)
+        expected = [values[k] for k in checked]
+        absent = "".join("1" if v is None else "0" for v in expected)
+        keys = [*checked, *writes.plain, *writes.claims, *(k for k, _ in writes.set_adds)]
+        args: list[str | int] = [
+            len(checked), len(writes.plain), len(writes.claims), len(writes.set_adds),
+            self._claim_ttl_s, absent,
+            *(v or "" for v in expected), *writes.plain.values(), *writes.claims.values(),
+            *(m for _, m in writes.set_adds),
+        ]  # fmt: skip
+        reply = self._run(conn, keys, args)
+        if int(reply[0]) != 1:
+            raise _Stale({k: _text(v) for k, v in zip(checked, _padded(reply[1], len(checked)), strict=True)})
+
+    def _run(self, conn: AbstractConnection, keys: list[str], args: list[str | int]) -> Any:
+        if self._sha is None:
+            self._sha = self._redis.script_load(_CHECK_AND_COMMIT)
+        _send(conn, [("EVALSHA", self._sha, len(keys), *keys, *args)])
+        try:
+            return _read_all(conn, 1)[0]
+        except redis.exceptions.NoScriptError:  # the server restarted or was flushed: load it again
+            _send(conn, [("EVAL", _CHECK_AND_COMMIT, len(keys), *keys, *args)])
+            return _read_all(conn, 1)[0]
+
+    @contextmanager
+    def _connection(self) -> Iterator[AbstractConnection]:
+        """A connection of this store's own: taking one from redis-py's pool and giving it back
+        costs more Python than the round trip made on it (pid checks, locks, counters)."""
+        with self._lock:
+            conn = self._free.pop() if self._free else None
+        if conn is None:
+            conn = self._redis.connection_pool.get_connection()
+        try:
+            yield conn
+        except BaseException:
+            # An error reply or a broken link mid-reply: reconnect rather than work out what
+            # state the link is in (a connection reconnects on its next command).
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            with self._lock:
+                self._free.append(conn)
+
+
+def _send(conn: AbstractConnection, commands: Sequence[tuple[str | int, ...]]) -> None:
+    conn.send_packed_command([b"".join(_pack(c) for c in commands)])  # type: ignore[no-untyped-call]
+
+
+def _pack(command: tuple[str | int, ...]) -> bytes:
+    """One command in RESP, as redis-py's `pack_commands` writes it, at a fraction of its cost
+    (a batch's script call has dozens of arguments)."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        raw = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def _read_all(conn: AbstractConnection, n: int) -> list[Any]:
+    """Read `n` replies; an error reply is raised once all are read (the link stays in step)."""
+    replies: list[Any] = []
+    error: redis.ResponseError | None = None
+    for _ in range(n):
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as exc:
+            error = error or exc
+            replies.append(exc)
+    if error is not None:
+        raise error
+    return replies
+
+
+def _padded(values: Any, n: int) -> list[Any]:
+    """A script's array reply of `n` values (nil values at its end may come back dropped)."""
+    got = list(values or [])
+    return got + [None] * (n - len(got))
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
