@@ -1,6 +1,12 @@
 """`alphapanda bench http`: CloudEvents/s through one functions-framework stage (the risk
 manager, publishing to Kafka and claiming in Redis) against a no-op functions-framework function,
-both served the same way and driven by the same client at the same concurrency."""
+both served the same way and driven by the same client at the same concurrency.
+
+Beside each rate it prints CPU per request, read from /proc: the function's server (gunicorn's
+master and worker), and for the stage the broker and redis-server it waits on. On two cores the
+rates move with whatever else runs; CPU per request moves much less, so it is what to compare
+between two versions of the code.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -62,6 +69,46 @@ def _serve(source: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"functions-framework on {source} did not start")
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of `pid` and its children (gunicorn's worker); 0 without /proc."""
+    if pid is None:
+        return 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = 0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (the 14th and 15th fields)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    rate: float
+    """Requests per second."""
+    server_us: float
+    """CPU of the function's server per request, in microseconds."""
+    backend_us: float
+    """CPU of the broker and redis-server per request, in microseconds."""
+
+
+def _timed(
+    port: int,
+    requests: Sequence[tuple[dict[str, str], bytes]],
+    clients: int,
+    server: int,
+    backends: Sequence[int | None],
+) -> _Run:
+    """`_post_all`, with the CPU the server and the backends spent on it, per request."""
+    before = _cpu_seconds(server), sum(_cpu_seconds(b) for b in backends)
+    rate = _post_all(port, requests, clients)
+    after = _cpu_seconds(server), sum(_cpu_seconds(b) for b in backends)
+    n = len(requests)
+    return _Run(rate, (after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6)
 
 
 def _requests(first: int, events: int, clients: int) -> list[tuple[dict[str, str], bytes]]:
@@ -158,7 +205,7 @@ def bench(events: int, runs: int, clients: Sequence[int] = DEFAULT_CLIENTS) -> N
         f"concurrent keep-alive clients: {', '.join(str(c) for c in clients)}"
     )
     print(f"server: {_server_settings()} for both functions")
-    rates: dict[int, tuple[list[float], list[float]]] = {c: ([], []) for c in clients}
+    rates: dict[int, tuple[list[_Run], list[_Run]]] = {c: ([], []) for c in clients}
     with EmbeddedKafka() as kafka, EmbeddedRedis() as redis_server:
         ensure_topics(kafka.bootstrap_servers, all_topics(["paper"]), 1)
         env = {
@@ -171,6 +218,7 @@ def bench(events: int, runs: int, clients: Sequence[int] = DEFAULT_CLIENTS) -> N
         }
         noop, noop_port = _serve(NOOP, env)
         stage, stage_port = _serve(FUNCTIONS / "risk_manager" / "main.py", env)
+        backends = (kafka.pid, redis_server.pid)
         try:
             # The same warm-up for both: the stage's first event builds its clients.
             warm_up = _requests(10**8, 100, max(clients))
@@ -184,24 +232,36 @@ def bench(events: int, runs: int, clients: Sequence[int] = DEFAULT_CLIENTS) -> N
                     # stage answers from its claim without deciding or writing anything.
                     requests = _requests(batch * events, events, level)
                     batch += 1
-                    order = [(noop_port, noop_rates), (stage_port, stage_rates)]
-                    for port, into in order if run % 2 == 0 else order[::-1]:
-                        into.append(_post_all(port, requests, level))
+                    order = [(noop, noop_port, noop_rates), (stage, stage_port, stage_rates)]
+                    for proc, port, into in order if run % 2 == 0 else order[::-1]:
+                        into.append(_timed(port, requests, level, proc.pid, backends))
                     print(
-                        f"  {level} client(s), run {run + 1}: no-op {noop_rates[-1]:,.0f}/s, "
-                        f"risk_manager {stage_rates[-1]:,.0f}/s"
+                        f"  {level} client(s), run {run + 1}: no-op {_show(noop_rates[-1])}, "
+                        f"risk_manager {_show(stage_rates[-1])}"
                     )
         finally:
             for proc in (noop, stage):
                 proc.terminate()
                 proc.wait(10)
     for level in clients:
-        noop_rates, stage_rates = rates[level]
-        noop_median, stage_median = statistics.median(noop_rates), statistics.median(stage_rates)
+        noop_runs, stage_runs = rates[level]
+        noop_median = statistics.median(r.rate for r in noop_runs)
+        stage_median = statistics.median(r.rate for r in stage_runs)
         print(
             f"{level} client(s): no-op {noop_median:,.0f} events/s, risk_manager {stage_median:,.0f} "
-            f"events/s (medians of {runs}): ratio {stage_median / noop_median:.1%} (target 70%)"
+            f"events/s (medians of {runs}): ratio {stage_median / noop_median:.1%} (target 70%); "
+            f"CPU per request: no-op server {_median_us(noop_runs, 'server_us')}, risk_manager "
+            f"server {_median_us(stage_runs, 'server_us')} + broker and Redis "
+            f"{_median_us(stage_runs, 'backend_us')}"
         )
+
+
+def _show(run: _Run) -> str:
+    return f"{run.rate:,.0f}/s ({run.server_us:,.0f} us CPU/request)"
+
+
+def _median_us(runs: Sequence[_Run], field: str) -> str:
+    return f"{statistics.median(getattr(r, field) for r in runs):,.0f} us"
 
 
 def _server_settings() -> str:
