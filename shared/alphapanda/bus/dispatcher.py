@@ -20,7 +20,7 @@ import gc
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,8 +69,10 @@ class BindingWorker(threading.Thread):
         kafka: KafkaSettings,
         delivery: DeliverySettings,
         sleep: Callable[[float], None] = time.sleep,
+        decoded: DecodedRecords | None = None,
     ) -> None:
-        """`publisher` None: the worker makes its own producer (see `Dispatcher`)."""
+        """`publisher` None: the worker makes its own producer (see `Dispatcher`). `decoded` is
+        shared with the other workers that consume the same topics (see `DecodedRecords`)."""
         name = f"{binding.consumer_group}"
         super().__init__(name=name, daemon=True)
         self.binding = binding
@@ -82,6 +84,7 @@ class BindingWorker(threading.Thread):
         self._kafka = kafka
         self._delivery = delivery
         self._sleep = sleep
+        self._decoded = decoded
         self._stop_requested = threading.Event()
         self.ready = threading.Event()
         self._start: dict[tuple[str, int], int] = {}
@@ -195,12 +198,7 @@ class BindingWorker(threading.Thread):
 
     def _deliver_all(self, records: Sequence[Message]) -> list[list[Event] | DeadLetter]:
         """The outcome of every record, in order: batched runs of good events where possible."""
-        decoded: list[Event | DeadLetter] = []
-        for record in records:
-            try:
-                decoded.append(from_kafka(record.key(), record.value(), _headers(record)))
-            except InvalidEvent as exc:
-                decoded.append(DeadLetter(str(exc), attempts=1))
+        decoded = [self._decode(record) for record in records]
         batch_store = self._batch_store()
         results: list[list[Event] | DeadLetter] = []
         i = 0
@@ -235,6 +233,22 @@ class BindingWorker(threading.Thread):
                 results.append(self._deliver_with_retries(run[len(batch.results)], batch.failure))
                 i += 1
         return results
+
+    def _decode(self, record: Message) -> Event | DeadLetter:
+        """The record as an event, or the dead letter of a record that is not one of ours."""
+        cache = self._decoded
+        if cache is not None:
+            known = cache.get(record)
+            if known is not None:
+                return known
+        result: Event | DeadLetter
+        try:
+            result = from_kafka(record.key(), record.value(), _headers(record))
+        except InvalidEvent as exc:
+            result = DeadLetter(str(exc), attempts=1)
+        if cache is not None:
+            cache.put(record, result)
+        return result
 
     def _batch_store(self) -> BatchStateStore | None:
         """The store as a batching one, if this stage and store can batch (pure `decide`)."""
@@ -306,6 +320,39 @@ class BindingWorker(threading.Thread):
                 attempt += 1
 
 
+class DecodedRecords:
+    """Records decoded by one worker, for the others that consume the same topic: each tick is
+    consumed by the strategy runner and by the order matcher, and decoding it (pydantic) was the
+    largest single cost of both. A record is immutable once written, so the event (or the dead
+    letter) decoded from it is the same for every consumer; an entry is taken only if the record
+    matches it byte for byte (value and headers), and the oldest go first beyond `capacity`."""
+
+    def __init__(self, capacity: int = 4_096) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, int, int], tuple[bytes | None, Any, Event | DeadLetter]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    @staticmethod
+    def _key(record: Message) -> tuple[str, int, int]:
+        return (str(record.topic()), int(record.partition() or 0), int(record.offset() or 0))
+
+    def get(self, record: Message) -> Event | DeadLetter | None:
+        entry = self._entries.get(self._key(record))
+        if entry is None or entry[0] != record.value() or entry[1] != record.headers():
+            return None
+        self.hits += 1
+        return entry[2]
+
+    def put(self, record: Message, result: Event | DeadLetter) -> None:
+        with self._lock:
+            self._entries[self._key(record)] = (record.value(), record.headers(), result)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+
 def _headers(record: Message) -> list[tuple[str, bytes]]:
     # Consumed records always carry a list of (name, bytes) pairs; the stubs allow more shapes.
     raw: Any = record.headers() or []
@@ -330,6 +377,9 @@ class Dispatcher:
         `publisher`: a worker waits for its outputs' acks with `flush()`, which on a shared
         producer also waits for every other thread's messages in flight. Measured at 200 ticks/s
         (bench pipeline), a stage's publish took p50 4-10 ms shared and 1-2 ms on its own."""
+        readers = Counter(t for b in bindings for t in b.topics)
+        shared = {t for t, n in readers.items() if n > 1}
+        self.decoded = DecodedRecords()
         self.workers = [
             BindingWorker(
                 b,
@@ -338,6 +388,7 @@ class Dispatcher:
                 None if publisher_per_worker else publisher,
                 kafka,
                 delivery,
+                decoded=self.decoded if shared.issuperset(b.topics) else None,
             )
             for b in bindings
         ]

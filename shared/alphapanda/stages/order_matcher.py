@@ -25,6 +25,7 @@ matcher.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -62,7 +63,7 @@ class OrderMatcher:
             raise InvalidEvent(f"the order matcher serves no paper broker; tick {event.id} has no taker")
         return min(self.brokers)
 
-    def _served(self, event: Event) -> list[str]:
+    def _served(self, event: Event) -> tuple[str, ...]:
         """The brokers `event` feeds: the live ones for a live tick, the replay broker it names
         for a replayed one (so a replay never matches live orders, nor live ticks replay orders)."""
         scope = event.broker
@@ -71,7 +72,7 @@ class OrderMatcher:
                 f"tick {event.id} names broker {scope!r}: only replayed ticks name a broker, "
                 f"and only a replay broker (named *{REPLAY_SUFFIX})"
             )
-        return sorted(b for b in self.brokers if market_scope(b) == scope)
+        return _served_by(self.brokers, scope)
 
     def reads(self, event: Event) -> list[str]:
         tick = _tick(event)
@@ -88,10 +89,11 @@ class OrderMatcher:
         tick = _tick(event)
         out: list[str] = []
         for broker in self._served(event):
-            if tick.instrument_token not in self._trader(broker).instruments:
+            trader = self._trader(broker)
+            if tick.instrument_token not in trader.instruments:
                 continue
             out.append(keys.resting_orders(broker, tick.instrument_token))
-            if self._trader(broker).square_off_due(tick.exchange_timestamp):
+            if trader.square_off_due(tick.exchange_timestamp):
                 out.extend(k for k in self._reads_for(broker, tick) if k not in out)
         return out
 
@@ -147,11 +149,15 @@ class OrderMatcher:
             return [], {}  # no paper order can exist on an instrument the broker does not know
         market = Market.from_tick(tick)
         at = tick.exchange_timestamp
-        source = source_of(self.function.value, broker)
         resting_key = keys.resting_orders(broker, token)
+        writes: dict[str, str] = {keys.paper_market(broker, token): json.dumps(market.to_json())}
+        orders = load_resting(values[resting_key])
+        due = trader.square_off_due(at)
+        if not orders and not due:
+            return [], writes  # the common case: nothing rests here, nothing is due; keep the tick
+        source = source_of(self.function.value, broker)
         margin_key = keys.margin_resting(broker)
         done_key = keys.square_off_done(broker, token, _day(tick))
-        writes: dict[str, str] = {keys.paper_market(broker, token): json.dumps(market.to_json())}
         outputs: list[Event] = []
         # Each release reads the ledger as the previous one left it.
         ledger: dict[str, str | None] = dict(values)
@@ -169,8 +175,6 @@ class OrderMatcher:
             ledger.update(changed)
             writes.update(changed)
 
-        orders = load_resting(values[resting_key])
-        due = trader.square_off_due(at)
         if orders and (keys.control(broker) not in values or margin_key not in values):
             # Read in two steps (first_reads, more_reads) by a store that raced with an order
             # placed in between: fail the attempt, the retry reads everything.
@@ -244,6 +248,11 @@ class OrderMatcher:
                 # the reservation here, and it was never an open order there.
                 give_back(strategy, position, order_done=False)
         return outputs, writes
+
+
+@functools.lru_cache(maxsize=64)
+def _served_by(brokers: frozenset[str], scope: str | None) -> tuple[str, ...]:
+    return tuple(sorted(b for b in brokers if market_scope(b) == scope))
 
 
 class _NotRead(RuntimeError):

@@ -7,6 +7,7 @@ replay never moves live state (see `topics.market_scope`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ class StrategyRunner:
         return _scope(event) or "shared"
 
     def _specs_for(self, token: int) -> list[StrategySpec]:
-        return [s for s in self.strategies if token in s.tokens]
+        specs = self._by_token.get(token)
+        if specs is None:
+            specs = self._by_token[token] = tuple(s for s in self.strategies if token in s.tokens)
+        return list(specs)
+
+    @functools.cached_property
+    def _by_token(self) -> dict[int, tuple[StrategySpec, ...]]:
+        """The strategies of each instrument seen so far (the runner's strategies never change)."""
+        return {}
 
     def reads(self, event: Event) -> list[str]:
         token = _tick(event).instrument_token

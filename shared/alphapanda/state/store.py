@@ -118,14 +118,16 @@ class _Conflict(Exception):
     """A watched key changed before EXEC: the attempt left no trace and is redone."""
 
 
-TARGET_WINDOW_S = 0.003
+TARGET_WINDOW_S = 0.010
 """How long a transaction should keep its keys watched (WATCH to EXEC, mostly `decide` time).
 
 Stages read each other's keys (the trading engine reads the quotes the strategy runner writes
 on every tick, the order matcher the risk ledger), so the longer a batch's window, the likelier
 another stage commits into it and the whole batch is redone: measured on the bench, 500-event
-transactions were redone about every other attempt. Two round trips cost ~0.25 ms, so chunks
-of a few milliseconds keep nearly all of batching's saving with a window a conflict rarely hits.
+transactions were redone about every other attempt. Two round trips cost ~0.25 ms (more with the
+GIL shared by several busy stages), so chunks of ten milliseconds keep most of batching's saving;
+a stage that conflicts anyway shrinks its chunks (`_Pace.limit`). Since the order matcher reads
+the risk ledger only where orders rest, the tick stages (most of the events) rarely conflict.
 """
 
 
