@@ -7,7 +7,7 @@ stores (Redis in the pipeline, a dict in a backtest), so any instance can proces
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
@@ -59,6 +59,9 @@ class EmaCrossover:
     fast: int
     slow: int
     quantity: int
+    _fast_alpha: float = field(init=False, repr=False, compare=False)
+    _slow_alpha: float = field(init=False, repr=False, compare=False)
+    """The smoothing factors 2/(n+1), worked out once rather than on every tick (the same floats)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.fast < self.slow:
@@ -67,6 +70,8 @@ class EmaCrossover:
             )
         if self.quantity <= 0:
             raise StrategyConfigError(f"ema_crossover needs quantity > 0 (got {self.quantity})")
+        object.__setattr__(self, "_fast_alpha", 2.0 / (self.fast + 1))
+        object.__setattr__(self, "_slow_alpha", 2.0 / (self.slow + 1))
 
     def on_tick(self, state: StrategyState | None, tick: TickView) -> tuple[StrategyState, list[OrderIntent]]:
         price = float(tick.mid)
@@ -74,8 +79,8 @@ class EmaCrossover:
             return {"fast": price, "slow": price, "n": 1, "target": 0}, []
         old_fast = state["fast"]
         old_slow = state["slow"]
-        fast = old_fast + 2.0 / (self.fast + 1) * (price - old_fast)
-        slow = old_slow + 2.0 / (self.slow + 1) * (price - old_slow)
+        fast = old_fast + self._fast_alpha * (price - old_fast)
+        slow = old_slow + self._slow_alpha * (price - old_slow)
         n = state["n"] + 1
         target = state["target"]
         intents: list[OrderIntent] = []
