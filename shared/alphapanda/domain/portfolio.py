@@ -34,20 +34,20 @@ def sum_decimals(texts: Collection[str]) -> Decimal:
         return sum(map(parsed.__getitem__, texts), ZERO)
 
 
-_KEPT_MIN_EXPONENT = -12
-_KEPT_MAX_ADJUSTED = 14
+_KEPT_QUANTUM = Decimal("1e-12")
+_KEPT_MAX_ADJUSTED = 11
+_KEPT_TOTAL_MAX_ADJUSTED = 15
 
 
 def _keepable(amount: Decimal) -> bool:
-    """Whether `amount` can enter a kept total: with at most 12 decimals and below 10^15, any
-    sum of a few thousand such amounts fits the default context's 28 digits, so both a fresh
-    sum and a kept one are exact, hence equal."""
-    exponent = amount.as_tuple().exponent
-    return (
-        isinstance(exponent, int)
-        and exponent >= _KEPT_MIN_EXPONENT
-        and amount.adjusted() <= _KEPT_MAX_ADJUSTED
-    )
+    """Whether `amount` can enter a kept total: below 10^12 rupees with at most 12 decimals.
+
+    Then a total below 10^16 has at most 28 digits, so it is exact in the default context, as
+    is every partial sum of a fresh `sum_decimals` over such amounts: both are the exact sum.
+    """
+    # The magnitude first: below 10^12 the quantize needs at most 24 digits and cannot fail;
+    # equal after it means no digit past the 12th decimal (cheaper than reading `as_tuple()`).
+    return amount.adjusted() <= _KEPT_MAX_ADJUSTED and amount.quantize(_KEPT_QUANTUM) == amount
 
 
 def kept_total(total: Decimal | None, old: Decimal, new: Decimal) -> Decimal | None:
@@ -55,14 +55,17 @@ def kept_total(total: Decimal | None, old: Decimal, new: Decimal) -> Decimal | N
     or if the result could differ from a fresh sum (an amount too long to add exactly)."""
     if total is None or not (_keepable(old) and _keepable(new)):
         return None
-    return total - old + new
+    result = total - old + new
+    return result if result.adjusted() <= _KEPT_TOTAL_MAX_ADJUSTED else None
 
 
 def keepable_sum(texts: Collection[str]) -> Decimal | None:
     """`sum_decimals(texts)` if every amount can enter a kept total, else None."""
     total = sum_decimals(texts)
     parsed = _PARSED
-    if all(_keepable(parsed[t]) if t in parsed else _keepable(Decimal(t)) for t in texts):
+    if total.adjusted() <= _KEPT_TOTAL_MAX_ADJUSTED and all(
+        _keepable(parsed[t]) if t in parsed else _keepable(Decimal(t)) for t in texts
+    ):
         return total
     return None
 
