@@ -36,7 +36,16 @@ from alphapanda.brokers.paper import HALTED, PaperTrader, dump_resting, load_res
 from alphapanda.domain.calendar import to_ist
 from alphapanda.domain.matching import Market
 from alphapanda.domain.portfolio import Book
-from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, Product, derive_id, source_of
+from alphapanda.events import (
+    DepthLevel,
+    Event,
+    EventType,
+    InvalidEvent,
+    MarketTick,
+    Product,
+    derive_id,
+    source_of,
+)
 from alphapanda.stages.risk_ledger import ledger_reads, release
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
@@ -147,14 +156,15 @@ class OrderMatcher:
         trader = self._trader(broker)
         if token not in trader.instruments:
             return [], {}  # no paper order can exist on an instrument the broker does not know
-        market = Market.from_tick(tick)
         at = tick.exchange_timestamp
         resting_key = keys.resting_orders(broker, token)
-        writes: dict[str, str] = {keys.paper_market(broker, token): json.dumps(market.to_json())}
         orders = load_resting(values[resting_key])
         due = trader.square_off_due(at)
         if not orders and not due:
-            return [], writes  # the common case: nothing rests here, nothing is due; keep the tick
+            # The common case: nothing rests here, nothing is due; keep the tick.
+            return [], {keys.paper_market(broker, token): market_json(tick)}
+        market = Market.from_tick(tick)
+        writes: dict[str, str] = {keys.paper_market(broker, token): json.dumps(market.to_json())}
         source = source_of(self.function.value, broker)
         margin_key = keys.margin_resting(broker)
         done_key = keys.square_off_done(broker, token, _day(tick))
@@ -248,6 +258,30 @@ class OrderMatcher:
                 # the reservation here, and it was never an open order there.
                 give_back(strategy, position, order_done=False)
         return outputs, writes
+
+
+def market_json(tick: MarketTick) -> str:
+    """`json.dumps(Market.from_tick(tick).to_json())`, the same text, written out: it is all a tick
+    without resting orders costs the matcher, and the general path took ~40 us (a unit test
+    compares the two)."""
+    return (
+        f'{{"bid": "{tick.bid}", "ask": "{tick.ask}", "ltp": "{tick.last_price}", '
+        f'"at": "{tick.exchange_timestamp.isoformat()}", '
+        f'"bids": {_levels_json(tick.depth_buy, True)}, "asks": {_levels_json(tick.depth_sell, False)}}}'
+    )
+
+
+def _levels_json(depth: tuple[DepthLevel, ...] | None, descending: bool) -> str:
+    if depth is None:
+        return "null"
+    # As `matching._levels`: zero levels (Kite pads a thin book with them) are no liquidity.
+    kept = [(d.price, d.quantity) for d in depth if d.quantity > 0 and d.price > 0]
+    kept.sort(key=_price, reverse=descending)
+    return "[" + ", ".join(f'["{p}", "{q}"]' for p, q in kept) + "]"
+
+
+def _price(level: tuple[Decimal, int]) -> Decimal:
+    return level[0]
 
 
 @functools.lru_cache(maxsize=64)

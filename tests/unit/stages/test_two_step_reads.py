@@ -16,11 +16,15 @@ import redis
 from test_order_matcher import ASKS, OTHER, SQUARE_OFF, T0, TOKEN, D, Desk, Product, _limit
 
 from alphapanda import stages
+from alphapanda.brokers.base import Quote
 from alphapanda.bus.delivery import deliver_batch
+from alphapanda.domain.matching import Market
 from alphapanda.domain.portfolio import Book, Position
-from alphapanda.events import Event
+from alphapanda.events import Event, MarketTick
 from alphapanda.runtime.embedded import EmbeddedRedis
+from alphapanda.stages.order_matcher import market_json
 from alphapanda.stages.risk_ledger import ledger_reads, reserve
+from alphapanda.stages.strategy_runner import quote_json
 from alphapanda.state import keys
 from alphapanda.state.store import BatchStateStore, Decision, MemoryStateStore, RedisStateStore, Work
 
@@ -179,3 +183,33 @@ def test_matcher_when_no_order_rests_then_its_first_reads_leave_out_the_ledger_a
     more = desk.matcher.more_reads(tick, {first[0]: desk.store.get(first[0])})
     assert set(ledger_reads("paper", TOKEN, "s1")) <= set(more)
     assert set(more) | set(first) == set(desk.matcher.reads(tick))
+
+
+@pytest.mark.parametrize(
+    "bids, asks",
+    [
+        (None, None),
+        ([("1479.95", 40), ("1479.90", 0), ("1480.00", 5), ("1479.95", 7)], None),
+        (None, [("1480.10", 50), ("1480.00", 40), ("0", 9), ("1480.00", 3)]),
+        ([("1479.95", 40)], [("1480.00", 40), ("1480.05", 30)]),
+        ([], []),
+    ],
+)
+def test_market_json_when_written_out_then_it_is_the_text_of_the_matchers_market(
+    bids: list[tuple[str, int]] | None, asks: list[tuple[str, int]] | None
+) -> None:
+    desk = Desk()
+    tick = desk.tick_event(T0, "1479.95", "1480.00", "1479.975", bids=bids, asks=asks).data
+    assert isinstance(tick, MarketTick)
+
+    assert market_json(tick) == json.dumps(Market.from_tick(tick).to_json())
+
+
+def test_quote_json_when_written_out_then_it_is_the_text_of_the_runners_quote() -> None:
+    desk = Desk()
+    for at, bid, ask, last in [(T0, "1479.95", "1480.00", "1480"), (SQUARE_OFF, "0.05", "0.10", "0.05")]:
+        tick = desk.tick_event(at, bid, ask, last).data
+        assert isinstance(tick, MarketTick)
+        quote = Quote(tick.bid, tick.ask, tick.last_price, tick.exchange_timestamp)
+
+        assert quote_json(tick) == json.dumps(quote.to_json())
