@@ -14,6 +14,9 @@ partition at a time). Two things keep them from queueing behind each other:
 - `RequestPublisher`: each request waits for the broker's acknowledgement of its own records,
   not, as `Producer.flush()` does, for every record in flight.
 A request alone pays neither: it leads its own batch of one on its own thread.
+
+A batch commits through `OptimisticStore`: one Redis round trip (a check-and-commit script on
+the values the batch was decided on) rather than the WATCH store's two.
 """
 
 from __future__ import annotations
@@ -271,10 +274,10 @@ class _Batcher:
     """Group commit: the events of concurrent requests to one pure stage, in one transaction.
 
     Each request that arrives while a batch is being decided waits; the next batch takes all
-    of them, so they share the store's two round trips (WATCH+MGET, MULTI..EXEC) instead of
-    each paying them, and no longer conflict with each other on the keys they share (a
-    broker's risk ledger: one request's EXEC would fail the others' WATCH, and they would
-    decide again). Leadership passes to a waiting request as soon as the batch is committed,
+    of them, so they share the store's round trip instead of each paying it, and no longer
+    conflict with each other on the keys they share (a broker's risk ledger: one request's
+    commit would make the values the others were decided on stale, and they would be decided
+    again). Leadership passes to a waiting request as soon as the batch is committed,
     so the next batch is decided while this one's outputs wait for the broker's ack. A lone
     request leads its own batch of one: no hand-off to another thread, same round trips.
 
@@ -463,10 +466,9 @@ local checked, nwrites = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nclaims, nadds = tonumber(ARGV[3]), tonumber(ARGV[4])
 local ttl, absent = ARGV[5], ARGV[6]
 local stale = false
-local current = {}
+local current = redis.call('MGET', unpack(KEYS, 1, checked))
 for i = 1, checked do
-  local v = redis.call('GET', KEYS[i])
-  current[i] = v
+  local v = current[i]
   if absent:sub(i, i) == '1' then
     if v then stale = true end
   elseif v ~= ARGV[6 + i] then
