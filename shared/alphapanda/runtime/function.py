@@ -50,6 +50,7 @@ from alphapanda.state.store import (
     Work,
     decode_outputs,
     encode_outputs,
+    read_replies,
 )
 from alphapanda.telemetry import record_dead_letter
 from alphapanda.topics import ASSET_CLASSES, PIPELINE, Function, market_ticks
@@ -542,7 +543,7 @@ class OptimisticStore:
             unknown = [k for k in reads if k not in known]
             if unknown:
                 _send(conn, [("MGET", *unknown)])
-                known.update(zip(unknown, (_text(v) for v in _read_all(conn, 1)[0]), strict=True))
+                known.update(zip(unknown, (_text(v) for v in read_replies(conn, 1)[0]), strict=True))
             values: dict[str, str | None] = {**dict.fromkeys(claims), **known}
             while True:
                 started = time.time_ns()
@@ -586,10 +587,10 @@ class OptimisticStore:
             self._sha = self._redis.script_load(_CHECK_AND_COMMIT)
         _send(conn, [("EVALSHA", self._sha, len(keys), *keys, *args)])
         try:
-            return _read_all(conn, 1)[0]
+            return read_replies(conn, 1)[0]
         except redis.exceptions.NoScriptError:  # the server restarted or was flushed: load it again
             _send(conn, [("EVAL", _CHECK_AND_COMMIT, len(keys), *keys, *args)])
-            return _read_all(conn, 1)[0]
+            return read_replies(conn, 1)[0]
 
     @contextmanager
     def _connection(self) -> Iterator[AbstractConnection]:
@@ -623,21 +624,6 @@ def _pack(command: tuple[str | int, ...]) -> bytes:
         raw = arg.encode() if isinstance(arg, str) else b"%d" % arg
         parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(parts)
-
-
-def _read_all(conn: AbstractConnection, n: int) -> list[Any]:
-    """Read `n` replies; an error reply is raised once all are read (the link stays in step)."""
-    replies: list[Any] = []
-    error: redis.ResponseError | None = None
-    for _ in range(n):
-        try:
-            replies.append(conn.read_response())
-        except redis.ResponseError as exc:
-            error = error or exc
-            replies.append(exc)
-    if error is not None:
-        raise error
-    return replies
 
 
 def _padded(values: Any, n: int) -> list[Any]:

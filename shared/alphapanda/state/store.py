@@ -216,7 +216,7 @@ class RedisStateStore:
         keys = list(dict.fromkeys([*(w.claim_key for w in items), *(k for w in items for k in w.read_keys)]))
         with self._connection() as conn:
             _send(conn, [("WATCH", *keys), ("MGET", *keys)])
-            raw = _read_all(conn, 2)[1]
+            raw = read_replies(conn, 2)[1]
             stored: dict[str, str | None] = {k: _text(v) for k, v in zip(keys, raw, strict=True)}
             # The batch's own effects, as later items must see them: values written, and the
             # outputs of claims made (a duplicate inside the batch returns the first's outputs).
@@ -266,7 +266,7 @@ class RedisStateStore:
                 # Nothing to commit (all duplicates, or all isolated): just drop the WATCH, so
                 # the pooled connection carries no stale watched keys to its next user.
                 _send(conn, [("UNWATCH",)])
-                _read_all(conn, 1)
+                read_replies(conn, 1)
             else:
                 # One script call inside MULTI, rather than a command per write and per claim:
                 # three replies to read whatever the batch's size (each costs ~10 us of Python).
@@ -274,7 +274,7 @@ class RedisStateStore:
                 args: list[str | int] = [len(writes), len(new_claims), self._claim_ttl_s]
                 args += [*writes.values(), *new_claims.values(), *(m for _, m in set_adds)]
                 _send(conn, [("MULTI",), ("EVAL", _COMMIT, len(script_keys), *script_keys, *args), ("EXEC",)])
-                executed = _read_all(conn, 3)[-1]
+                executed = read_replies(conn, 3)[-1]
                 if executed is None:
                     raise _Conflict()
                 for reply in executed:
@@ -342,7 +342,7 @@ and `process_batch` raises it, as redis-py's pipeline did."""
 
 def _watch_and_read(conn: AbstractConnection, keys: Sequence[str]) -> dict[str, str | None]:
     _send(conn, [("WATCH", *keys), ("MGET", *keys)])
-    raw = _read_all(conn, 2)[1]
+    raw = read_replies(conn, 2)[1]
     return {k: _text(v) for k, v in zip(keys, raw, strict=True)}
 
 
@@ -350,8 +350,10 @@ def _send(conn: AbstractConnection, commands: Sequence[tuple[Any, ...]]) -> None
     conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
 
 
-def _read_all(conn: AbstractConnection, n: int) -> list[Any]:
-    """Read `n` replies; an error reply is raised only after all are read (the link stays in step)."""
+def read_replies(conn: AbstractConnection, n: int) -> list[Any]:
+    """Read `n` replies; an error reply is raised only after all are read (the link stays in step).
+
+    Shared with the functions' one-round-trip store (`runtime/function.py`)."""
     replies: list[Any] = []
     error: redis.ResponseError | None = None
     for _ in range(n):
