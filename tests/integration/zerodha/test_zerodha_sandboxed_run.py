@@ -184,7 +184,9 @@ def test_reconciler_when_kite_holds_a_position_the_books_lack_then_alert_at_star
     sandboxed.feed.join(5)
     token = json.loads(sandboxed.redis.get(f"{BROKER}:kite:session") or "{}")["access_token"]
     kite = KiteConnect(SANDBOX_API_KEY, access_token=token, root=sandboxed.sandbox.root)
-    # Orders still in the pipeline when the feed stopped must land before "at start" means agreement.
+    # Orders still in the pipeline when the feed stopped must land before "at start" means agreement:
+    # books and Kite can agree for a moment while the backlog's next orders are still on their way.
+    assert sandboxed.dispatcher.wait_idle(60, quiet_s=1.0), "the pipeline did not drain"
     sandboxed.wait(lambda: not reconcile(sandboxed.store, kite, BROKER).breaks, timeout=15)
     alerts: list[Event] = []
     reports: list[str] = []
