@@ -7,8 +7,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,11 +17,9 @@ from alphapanda.bus.delivery import DeadLetter
 from alphapanda.bus.kafka import Headers
 from alphapanda.config import load_settings
 from alphapanda.events import (
-    IST,
     Event,
     EventType,
     InvalidEvent,
-    Side,
     Signal,
     SignalValidated,
     to_attributes,
@@ -33,28 +29,12 @@ from alphapanda.runtime.function import FunctionRuntime, _Batcher, _Request
 from alphapanda.state.store import Decision, MemoryStateStore
 from alphapanda.topics import Function
 from function_server import FunctionServer
+from signal_events import SESSION, raw_signal_event
 
 
 def _signal(n: int, *, broker: str = "paper") -> Event:
-    signal = Signal(
-        instrument_token=1000 + n,
-        tradingsymbol=f"SYM{n}",
-        exchange="NSE",
-        strategy="ema_fast",
-        side=Side.BUY,
-        quantity=1,
-        reference_price=Decimal("100.00"),
-        tick_time=datetime(2026, 1, 5, 10, 0, tzinfo=IST),
-    )
-    return Event(
-        id=f"sig-{n}",
-        type=EventType.SIGNAL_RAW,
-        source="/test",
-        data=signal,
-        partitionkey=str(1000 + n),
-        correlationid=f"idea-{n}",
-        causationid=f"tick-{n}",
-        broker=broker,
+    return raw_signal_event(
+        n, token=1000 + n, tradingsymbol=f"SYM{n}", strategy="ema_fast", tick_time=SESSION, broker=broker
     )
 
 

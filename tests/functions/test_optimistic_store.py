@@ -7,7 +7,6 @@ import multiprocessing as mp
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,7 +15,6 @@ import redis
 from alphapanda.bus.delivery import deliver_batch
 from alphapanda.config import RiskLimits
 from alphapanda.events import (
-    IST,
     Event,
     EventType,
     InvalidEvent,
@@ -30,34 +28,15 @@ from alphapanda.runtime.function import OptimisticStore
 from alphapanda.stages.risk_ledger import LedgerView, ledger_reads
 from alphapanda.stages.risk_manager import RiskManager
 from alphapanda.state.store import Decision, RedisStateStore, Work
+from signal_events import raw_signal_event
 
 COUNTER = "paper:test:counter"
-SESSION = datetime(2026, 1, 5, 10, 0, tzinfo=IST)
 
 
 def _event(
     n: int, *, token: int = 738561, side: Side = Side.BUY, quantity: int = 1, price: Decimal = Decimal("1480")
 ) -> Event:
-    signal = Signal(
-        instrument_token=token,
-        tradingsymbol=str(token),
-        exchange="NSE",
-        strategy="alpha",
-        side=side,
-        quantity=quantity,
-        reference_price=price,
-        tick_time=SESSION + timedelta(milliseconds=n),
-    )
-    return Event(
-        id=f"sig-{n}",
-        type=EventType.SIGNAL_RAW,
-        source="/test",
-        data=signal,
-        partitionkey=str(token),
-        correlationid=f"idea-{n}",
-        causationid=f"tick-{n}",
-        broker="paper",
-    )
+    return raw_signal_event(n, token=token, side=side, quantity=quantity, price=price)
 
 
 def _counting(event: Event, *, fail: bool = False, bad: bool = False) -> Work:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import random
-from datetime import datetime, timedelta
 from decimal import Decimal
 
 import redis
 
 from alphapanda.config import RiskLimits
-from alphapanda.events import IST, Event, EventType, Side, Signal, SignalValidated
+from alphapanda.events import Event, Side, SignalValidated
 from alphapanda.runtime.embedded import EmbeddedRedis
 from alphapanda.stages import process
 from alphapanda.stages.risk_ledger import LedgerView, ledger_reads
 from alphapanda.stages.risk_manager import RiskManager
 from alphapanda.state.store import RedisStateStore
+from signal_events import raw_signal_event
 
 WORKERS = 8
 SIGNALS = 4000
@@ -27,7 +27,6 @@ LIMITS = RiskLimits(
     max_trades_per_day=10**9,
     duplicate_window_s=0,
 )
-SESSION = datetime(2026, 1, 5, 10, 0, tzinfo=IST)
 
 
 def _signals(seed: int) -> list[Event]:
@@ -35,26 +34,14 @@ def _signals(seed: int) -> list[Event]:
     out = []
     for n in range(SIGNALS):
         token, price = rng.choice(list(INSTRUMENTS.items()))
-        signal = Signal(
-            instrument_token=token,
-            tradingsymbol=str(token),
-            exchange="NSE",
-            strategy=rng.choice(["alpha", "beta"]),
-            side=rng.choice([Side.BUY, Side.SELL]),
-            quantity=rng.randint(1, 40),
-            reference_price=price,
-            tick_time=SESSION + timedelta(milliseconds=n),
-        )
         out.append(
-            Event(
-                id=f"sig-{n}",
-                type=EventType.SIGNAL_RAW,
-                source="/test",
-                data=signal,
-                partitionkey=str(token),
-                correlationid=f"idea-{n}",
-                causationid=f"tick-{n}",
-                broker="paper",
+            raw_signal_event(
+                n,
+                token=token,
+                strategy=rng.choice(["alpha", "beta"]),
+                side=rng.choice([Side.BUY, Side.SELL]),
+                quantity=rng.randint(1, 40),
+                price=price,
             )
         )
     return out
