@@ -8,9 +8,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from alphapanda.domain.instruments import Instrument
-from alphapanda.events import DepthLevel, MarketTick
+from alphapanda.events import MarketTick
 
 DEPTH_LEVELS = 5
 
@@ -78,40 +79,48 @@ class MarketSimulator:
         traded = rng.randint(1, 50) * inst.lot_size
         self._volume[k] += traded
         last = ask if rng.random() < 0.5 else bid
-        depth_buy = depth_sell = None
+        fields: dict[str, Any] = {
+            "instrument_token": inst.instrument_token,
+            "tradingsymbol": inst.tradingsymbol,
+            "exchange": inst.exchange,
+            "asset_class": inst.asset_class,
+            "last_price": last,
+            "bid": bid,
+            "ask": ask,
+            "bid_quantity": 1000,
+            "ask_quantity": 1000,
+            "volume": self._volume[k],
+            "exchange_timestamp": at or self._start + timedelta(seconds=step * self._params.seconds_per_tick),
+        }
         if self._params.with_depth:
-            depth_buy = tuple(
-                DepthLevel(
-                    price=max(bid - tick * i, tick),
-                    quantity=rng.randint(1, 200) * inst.lot_size,
-                    orders=rng.randint(1, 20),
-                )
+            # Uniform draws as `random() * n`, not `randint` (a Python-level loop, ~0.5 us a
+            # call): a depth tick draws twenty numbers. The levels go in as plain dicts, so the
+            # whole tick is validated in one pass (~30% less than building ten DepthLevels).
+            draw = rng.random
+            lot = inst.lot_size
+            depth_buy = [
+                {
+                    "price": max(bid - tick * i, tick),
+                    "quantity": (1 + int(draw() * 200)) * lot,
+                    "orders": 1 + int(draw() * 20),
+                }
                 for i in range(DEPTH_LEVELS)
-            )
-            depth_sell = tuple(
-                DepthLevel(
-                    price=ask + tick * i,
-                    quantity=rng.randint(1, 200) * inst.lot_size,
-                    orders=rng.randint(1, 20),
-                )
+            ]
+            depth_sell = [
+                {
+                    "price": ask + tick * i,
+                    "quantity": (1 + int(draw() * 200)) * lot,
+                    "orders": 1 + int(draw() * 20),
+                }
                 for i in range(DEPTH_LEVELS)
+            ]
+            fields.update(
+                bid_quantity=depth_buy[0]["quantity"],
+                ask_quantity=depth_sell[0]["quantity"],
+                depth_buy=depth_buy,
+                depth_sell=depth_sell,
             )
-        when = at or self._start + timedelta(seconds=step * self._params.seconds_per_tick)
-        return MarketTick(
-            instrument_token=inst.instrument_token,
-            tradingsymbol=inst.tradingsymbol,
-            exchange=inst.exchange,
-            asset_class=inst.asset_class,
-            last_price=last,
-            bid=bid,
-            ask=ask,
-            bid_quantity=depth_buy[0].quantity if depth_buy else 1000,
-            ask_quantity=depth_sell[0].quantity if depth_sell else 1000,
-            volume=self._volume[k],
-            exchange_timestamp=when,
-            depth_buy=depth_buy,
-            depth_sell=depth_sell,
-        )
+        return MarketTick.model_validate(fields)
 
 
 def _snap(price: float, tick: Decimal) -> Decimal:
