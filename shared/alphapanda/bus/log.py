@@ -43,12 +43,16 @@ def read_log(bootstrap_servers: str, topics: Sequence[str], timeout_s: float = 1
             if t in meta.topics
             for p in sorted(meta.topics[t].partitions)
         ]
-        ends = {
+        # ListOffsets tells which partitions hold records, not where they end: Tansu answers the
+        # last record batch's first offset + 1 (5 records in one batch: 1). The end is the high
+        # watermark the first fetch response of a partition carries, taken below (`cached`).
+        listed = {
             (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in parts
         }
-        remaining = {k: v for k, v in ends.items() if v > 0}
+        remaining = {k: v for k, v in listed.items() if v > 0}
         if not remaining:
             return
+        ends: dict[tuple[str, int], int] = {}
         consumer.assign([tp for tp in parts if (tp.topic, tp.partition) in remaining])
         deadline = time.monotonic() + timeout_s
         while remaining:
@@ -70,7 +74,12 @@ def read_log(bootstrap_servers: str, topics: Sequence[str], timeout_s: float = 1
                     yield LogRecord(topic, part, offset, from_kafka(m.key(), m.value(), raw_headers))
                 except InvalidEvent as exc:
                     yield LogRecord(topic, part, offset, None, str(exc))
-                if offset + 1 >= ends[(topic, part)]:
-                    remaining.pop((topic, part), None)
+                key = (topic, part)
+                end = ends.get(key)
+                if end is None:
+                    high = consumer.get_watermark_offsets(TopicPartition(topic, part), cached=True)[1]
+                    end = ends[key] = max(high, listed[key])
+                if offset + 1 >= end:
+                    remaining.pop(key, None)
     finally:
         consumer.close()
