@@ -102,8 +102,10 @@ def read_all(bootstrap: str, brokers: list[str]) -> dict[str, list[Record]]:
         remaining = sum(ends.values())
         consumer.assign(parts)
         out: dict[str, list[Record]] = defaultdict(list)
-        while remaining > 0:
-            msgs = consumer.consume(1000, timeout=5)
+        while True:
+            # The high watermarks only say how long to wait: Tansu's ListOffsets can count record
+            # batches rather than records, so reading goes on until nothing more arrives.
+            msgs = consumer.consume(1000, timeout=5 if remaining > 0 else 1)
             if not msgs:
                 break
             for m in msgs:

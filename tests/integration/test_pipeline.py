@@ -38,8 +38,16 @@ def _settings(kafka: EmbeddedKafka, redis_server: EmbeddedRedis, strategies_file
         kafka.bootstrap_servers,
         redis_server.url,
         strategies_file,
-        # Fills against the signal's own touch, so that two runs are comparable to the paisa.
-        broker={"paper": {"fills": {"fill_quote": "signal"}, "risk": {"allowed_instruments": ALLOWED}}},
+        # Fills against the signal's own touch, so that two runs are comparable to the paisa. The
+        # whole stream is published at once, so the risk manager may validate more signals than
+        # the default 50 open orders before the trading engine has placed them: which ones a
+        # limit would reject would depend on timing, and only the allow-list may reject here.
+        broker={
+            "paper": {
+                "fills": {"fill_quote": "signal"},
+                "risk": {"allowed_instruments": ALLOWED, "max_open_orders": 10_000},
+            }
+        },
     )
 
 
