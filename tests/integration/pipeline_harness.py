@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from alphapanda.bus.dispatcher import Dispatcher
 from alphapanda.bus.kafka import from_kafka
+from alphapanda.bus.log import partition_end
 from alphapanda.config import Settings, load_settings
 from alphapanda.events import IST, Event
 from alphapanda.feed import TickStamper
@@ -98,21 +99,19 @@ def read_all(bootstrap: str, brokers: list[str]) -> dict[str, list[Record]]:
             if t in meta.topics
             for p in meta.topics[t].partitions
         ]
-        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        remaining = sum(ends.values())
+        listed = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        read: dict[tuple[str, int], int] = {}
         consumer.assign(parts)
         out: dict[str, list[Record]] = defaultdict(list)
-        while True:
-            # The high watermarks only say how long to wait: Tansu's ListOffsets can count record
-            # batches rather than records, so reading goes on until nothing more arrives.
-            msgs = consumer.consume(1000, timeout=5 if remaining > 0 else 1)
+        while any(read.get(k, 0) < partition_end(consumer, k, n) for k, n in listed.items() if n > 0):
+            msgs = consumer.consume(1000, timeout=5)
             if not msgs:
                 break
             for m in msgs:
                 if m.error():
                     continue
                 out[m.topic()].append(Record(m.topic(), m.key(), m.value(), dict(m.headers() or [])))
-                remaining -= 1
+                read[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
         return out
     finally:
         consumer.close()

@@ -24,6 +24,16 @@ class LogRecord:
     error: str = ""
 
 
+def partition_end(consumer: Consumer, partition: tuple[str, int], listed: int) -> int:
+    """Where a partition's records end, as far as `consumer` knows.
+
+    ListOffsets (`listed`, from `get_watermark_offsets`) tells only whether a partition holds
+    records: Tansu answers its last record batch's first offset + 1 (5 records in one batch: 1).
+    Once a fetch of the partition came back, its high watermark (`cached`) says where they end.
+    """
+    return max(listed, consumer.get_watermark_offsets(TopicPartition(*partition), cached=True)[1])
+
+
 def read_log(bootstrap_servers: str, topics: Sequence[str], timeout_s: float = 10.0) -> Iterator[LogRecord]:
     """Yield every record of `topics` that exists now, partition by partition, without joining a group."""
     consumer = Consumer(
@@ -43,9 +53,7 @@ def read_log(bootstrap_servers: str, topics: Sequence[str], timeout_s: float = 1
             if t in meta.topics
             for p in sorted(meta.topics[t].partitions)
         ]
-        # ListOffsets tells which partitions hold records, not where they end: Tansu answers the
-        # last record batch's first offset + 1 (5 records in one batch: 1). The end is the high
-        # watermark the first fetch response of a partition carries, taken below (`cached`).
+        # Which partitions hold records; where they end is known after their first fetch.
         listed = {
             (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in parts
         }
@@ -77,8 +85,7 @@ def read_log(bootstrap_servers: str, topics: Sequence[str], timeout_s: float = 1
                 key = (topic, part)
                 end = ends.get(key)
                 if end is None:
-                    high = consumer.get_watermark_offsets(TopicPartition(topic, part), cached=True)[1]
-                    end = ends[key] = max(high, listed[key])
+                    end = ends[key] = partition_end(consumer, key, listed[key])
                 if offset + 1 >= end:
                     remaining.pop(key, None)
     finally:

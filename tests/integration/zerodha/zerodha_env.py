@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from alphapanda.bus.kafka import from_kafka
+from alphapanda.bus.log import partition_end
 from alphapanda.events import (
     IST,
     Event,
@@ -102,7 +103,8 @@ def read_events(
         while time.monotonic() < deadline:
             if until is not None and until(events):
                 break
-            if until is None and all(read.get(k, 0) >= _end(consumer, k, end) for k, end in ends.items()):
+            at_end = (read.get(k, 0) >= partition_end(consumer, k, end) for k, end in ends.items())
+            if until is None and all(at_end):
                 break
             for m in consumer.consume(100, timeout=0.05):
                 if m.error() is None:
@@ -111,13 +113,6 @@ def read_events(
         return events
     finally:
         consumer.close()
-
-
-def _end(consumer: Consumer, partition: tuple[str, int], listed: int) -> int:
-    """Where a partition ends: ListOffsets (`listed`) says only whether it holds records (Tansu
-    answers its last record batch's first offset + 1); a fetch response's high watermark, once
-    one came, says where they end."""
-    return max(listed, consumer.get_watermark_offsets(TopicPartition(*partition), cached=True)[1])
 
 
 def of_type(events: Sequence[Event], kind: EventType) -> list[Event]:
