@@ -50,7 +50,8 @@ class FunctionServer:
             try:
                 requests.get(self.url, timeout=1)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Refused while it starts; on a loaded machine it may also accept and answer late.
                 time.sleep(0.05)
         raise RuntimeError("functions-framework did not start")
 
