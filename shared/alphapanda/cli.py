@@ -5,43 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from alphapanda import cli_backtest, cli_bench, cli_trace, cli_zerodha
 from alphapanda.brokers.factory import TraderUnavailable
 from alphapanda.brokers.zerodha.session import SessionError
+from alphapanda.cli_args import (
+    aware_time,
+    existing_file,
+    first_instruments,
+    non_negative_number,
+    output_file,
+    port,
+    positive_number,
+    whole_number,
+)
 from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.domain.instruments import InstrumentFileError
 from alphapanda.domain.strategy import StrategyConfigError
 from alphapanda.feed import TickFileError
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,14 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ALPHAPANDA_REDIS__URL), a simulated NSE feed and the pipeline for each broker.",
     )
     run.add_argument("--brokers", help="comma list of brokers (default: paper, or ALPHAPANDA_BROKERS)")
-    run.add_argument("--instruments", type=_positive_int, help="simulate only the first N instruments")
+    run.add_argument("--instruments", type=whole_number, help="simulate only the first N instruments")
     run.add_argument(
-        "--rate", type=_positive_float, default=200.0, help="ticks per second (0: as fast as possible)"
+        "--rate", type=non_negative_number, default=200.0, help="ticks per second (0: as fast as possible)"
     )
     run.add_argument("--seed", type=int, default=7, help="simulator seed")
-    run.add_argument("--strategies", type=_existing_file, help="strategies YAML file")
-    run.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
-    run.add_argument("--replay", type=_existing_file, help="replay this CSV tick file instead of simulating")
+    run.add_argument("--strategies", type=existing_file, help="strategies YAML file")
+    run.add_argument("--duration", type=positive_number, help="stop after this many seconds")
+    run.add_argument("--replay", type=existing_file, help="replay this CSV tick file instead of simulating")
     run.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
     run.add_argument(
         "--kite-sandbox",
@@ -71,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and take the market feed from its ticker",
     )
     run.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port (0 picks a free one)"
+        "--metrics-port", type=port, help="serve Prometheus metrics on this port (0 picks a free one)"
     )
 
     feed = sub.add_parser(
@@ -80,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="The market feed as a long-running process (a Kubernetes Deployment). Needs "
         "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS.",
     )
-    feed.add_argument("--rate", type=_positive_float, default=200.0, help="ticks per second")
+    feed.add_argument(
+        "--rate", type=non_negative_number, default=200.0, help="ticks per second (0: as fast as possible)"
+    )
     feed.add_argument("--seed", type=int, default=7)
-    feed.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
-    feed.add_argument("--replay", type=_existing_file, help="replay this CSV tick file, then stop")
+    feed.add_argument("--instruments", type=whole_number, help="only the first N instruments")
+    feed.add_argument("--replay", type=existing_file, help="replay this CSV tick file, then stop")
     feed.add_argument(
         "--source",
         choices=("simulator", "kite"),
@@ -119,12 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser(
         "simulate", help="write simulated ticks to a CSV tick file (replay it with run --replay)"
     )
-    sim.add_argument("--ticks", type=_positive_int, required=True, help="how many ticks")
-    sim.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    sim.add_argument("--instruments", type=_positive_int, help="only the first N instruments")
+    sim.add_argument("--ticks", type=whole_number, required=True, help="how many ticks")
+    sim.add_argument("--out", type=output_file(".csv"), required=True, help="CSV file to write")
+    sim.add_argument("--instruments", type=whole_number, help="only the first N instruments")
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument(
-        "--start", default="2026-01-05T09:15:00+05:30", help="market time of the first tick (ISO 8601)"
+        "--start",
+        type=aware_time,
+        default=aware_time("2026-01-05T09:15:00+05:30"),
+        help="market time of the first tick (ISO 8601, with its zone)",
     )
     return parser
 
@@ -172,6 +159,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.strategies is not None:
         overrides["strategies_file"] = args.strategies
     settings = load_settings(**overrides)
+    if args.instruments is not None:
+        from alphapanda.domain.instruments import load_instruments
+
+        first_instruments(load_instruments(settings.instruments_file), args.instruments)
     if args.kite_sandbox:
         from alphapanda.runtime.sandboxed import zerodha_brokers
 
@@ -212,7 +203,7 @@ def _feed(args: argparse.Namespace) -> int:
         raise ConfigError("alphapanda feed needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS (e.g. kafka:9092)")
     market = [market_ticks(a) for a in ASSET_CLASSES]
     ensure_topics(bootstrap, market + [dlq(t) for t in market], settings.kafka.partitions)
-    instruments = load_instruments(settings.instruments_file)[: args.instruments]
+    instruments = first_instruments(load_instruments(settings.instruments_file), args.instruments)
     if args.source == "kite":
         from alphapanda.brokers.zerodha.ticker_feed import run_kite_feed
 
@@ -295,23 +286,13 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from alphapanda.domain.instruments import load_instruments
     from alphapanda.feed import write_ticks_csv
     from alphapanda.runtime.feed import fixed_simulation
 
-    try:
-        start = datetime.fromisoformat(args.start)
-    except ValueError:
-        print(f"alphapanda: --start {args.start!r} is not an ISO 8601 time", file=sys.stderr)
-        return 2
-    if start.tzinfo is None:
-        print("alphapanda: --start needs a timezone, e.g. 2026-01-05T09:15:00+05:30", file=sys.stderr)
-        return 2
     settings = load_settings()
-    instruments = load_instruments(settings.instruments_file)[: args.instruments]
-    n = write_ticks_csv(args.out, fixed_simulation(instruments, args.seed, start, args.ticks))
+    instruments = first_instruments(load_instruments(settings.instruments_file), args.instruments)
+    n = write_ticks_csv(args.out, fixed_simulation(instruments, args.seed, args.start, args.ticks))
     print(f"wrote {n} ticks to {args.out}")
     return 0
 

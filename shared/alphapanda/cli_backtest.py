@@ -13,6 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alphapanda.cli_args import (
+    aware_time,
+    existing_file,
+    first_instruments,
+    output_file,
+    positive_number,
+    time_window,
+    whole_number,
+)
 from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.events import Event
 from alphapanda.feed import TickStamper
@@ -20,35 +29,9 @@ from alphapanda.feed import TickStamper
 if TYPE_CHECKING:
     from alphapanda.runtime.tickfiles import TickRow
 
+PLOT_SUFFIXES = (".png", ".svg", ".html", ".htm")
 DEFAULT_START = "2026-01-05T09:15:00+05:30"
 """A Monday NSE session open: simulated ticks from here pass the risk manager's session rule."""
-
-
-def _aware(text: str) -> datetime:
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    if at.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no timezone (e.g. 2026-01-05T09:15:00+05:30)")
-    return at
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
-def _existing(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
 
 
 def register(subparsers: Any) -> None:
@@ -59,26 +42,31 @@ def register(subparsers: Any) -> None:
         "process, without Kafka or HTTP; the same input always gives the same report.",
     )
     source = bt.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ticks", type=_existing, help="CSV (or .parquet) tick file")
-    source.add_argument("--simulate", type=_count, metavar="N", help="simulate N ticks")
-    bt.add_argument("--strategies", type=_existing, help="strategies YAML (default: the shipped one)")
+    source.add_argument("--ticks", type=existing_file, help="CSV (or .parquet) tick file")
+    source.add_argument("--simulate", type=whole_number, metavar="N", help="simulate N ticks")
+    bt.add_argument("--strategies", type=existing_file, help="strategies YAML (default: the shipped one)")
     bt.add_argument("--broker", default="paper", help="the paper broker to trade on (default paper)")
-    bt.add_argument("--from", dest="start", type=_aware, help="first tick time (inclusive, ISO 8601)")
-    bt.add_argument("--to", dest="end", type=_aware, help="last tick time (exclusive, ISO 8601)")
+    bt.add_argument("--from", dest="start", type=aware_time, help="first tick time (inclusive, ISO 8601)")
+    bt.add_argument("--to", dest="end", type=aware_time, help="last tick time (exclusive, ISO 8601)")
     bt.add_argument("--state", choices=("memory", "redis"), default="memory")
-    bt.add_argument("--json", type=Path, metavar="OUT", help="write the report as JSON")
+    bt.add_argument("--json", type=output_file(".json"), metavar="OUT", help="write the report as JSON")
     bt.add_argument(
         "--plot",
-        type=Path,
+        type=output_file(*PLOT_SUFFIXES),
         metavar="OUT",
         help="equity + drawdown plot: .png, .svg or .html",
     )
-    bt.add_argument("--instruments", type=_count, help="--simulate: the first N instruments")
+    bt.add_argument("--instruments", type=whole_number, help="--simulate: the first N instruments")
     bt.add_argument("--seed", type=int, default=7, help="--simulate: simulator seed")
     bt.add_argument(
-        "--sim-start", type=_aware, default=_aware(DEFAULT_START), help="--simulate: time of the first tick"
+        "--sim-start",
+        type=aware_time,
+        default=aware_time(DEFAULT_START),
+        help="--simulate: time of the first tick",
     )
-    bt.add_argument("--bar", type=float, default=60.0, help="equity sampling bar, seconds (Sharpe basis)")
+    bt.add_argument(
+        "--bar", type=positive_number, default=60.0, help="equity sampling bar, seconds (Sharpe basis)"
+    )
     bt.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rp = subparsers.add_parser(
@@ -91,7 +79,7 @@ def register(subparsers: Any) -> None:
     )
     rp.add_argument("--topic", default="market.equity.ticks")
     rp.add_argument("--from", dest="start", required=True, help="ISO 8601 time, or a log offset")
-    rp.add_argument("--to", dest="end", type=_aware, help="stop at this tick time (exclusive)")
+    rp.add_argument("--to", dest="end", type=aware_time, help="stop at this tick time (exclusive)")
     rp.add_argument(
         "--broker", default="paper-replay", help="the replay broker (a paper broker named *-replay)"
     )
@@ -115,7 +103,7 @@ def backtest_settings(broker: str, strategies: Path | None, **extra: Any) -> Set
         if broker_kind(broker) != "paper":
             raise ConfigError(f"--broker {broker}: a backtest trades a paper broker (paper, paper-2, ...)")
     except ValueError as exc:
-        raise ConfigError(f"--broker: {exc}") from None
+        raise ConfigError(f"--broker {broker}: {exc}") from None
     overrides: dict[str, Any] = {"brokers": (broker,), **extra}
     if strategies is not None:
         overrides["strategies_file"] = strategies
@@ -137,7 +125,7 @@ def tick_source(
         rows = read_tick_rows(args.ticks)
         return (between_rows(rows, args.start, args.end) if windowed else rows), None
     stamper = TickStamper()
-    instruments = build_core(settings).instruments[: args.instruments]
+    instruments = first_instruments(build_core(settings).instruments, args.instruments)
     ticks = fixed_simulation(instruments, args.seed, args.sim_start, args.simulate)
     events = (stamper.stamp(t) for t in ticks)
     if windowed:
@@ -151,6 +139,13 @@ def _backtest(args: argparse.Namespace) -> int:
     from alphapanda.runtime.backtest import Backtest, BacktestStateStore, redis_store
     from alphapanda.runtime.bootstrap import build_core
 
+    window_problem = time_window(args.start, args.end)
+    if window_problem is not None:
+        raise ConfigError(window_problem)
+    if args.ticks is not None and args.instruments is not None:
+        raise ConfigError(
+            "--instruments picks simulated instruments: with --ticks, the file's ticks are all used"
+        )
     settings = backtest_settings(args.broker, args.strategies)
     core = build_core(settings)
     events, total = tick_source(args, settings)
@@ -168,6 +163,10 @@ def _backtest(args: argparse.Namespace) -> int:
             result = Backtest(core, BacktestStateStore(), bar_seconds=args.bar).run(events, advance)
     elapsed = time.perf_counter() - started
     report = result.report
+    if report.ticks == 0:
+        where = "the --from/--to window selects none" if args.start or args.end else "the source has none"
+        print(f"alphapanda: no ticks to backtest: {where}", file=sys.stderr)
+        return 2
     print(f"backtest: broker={args.broker} state={args.state}")
     for line in report.summary_lines():
         print("  " + line)
@@ -202,9 +201,8 @@ def write_plot(report: Any, path: Path) -> int:
         except PlotError as exc:
             print(f"alphapanda: --plot {path}: {exc}", file=sys.stderr)
             return 2
-    else:
-        print(f"alphapanda: --plot {path}: use .svg, .html or .png", file=sys.stderr)
-        return 2
+    else:  # the argument type allows only PLOT_SUFFIXES
+        raise ValueError(f"--plot {path}: not one of {', '.join(PLOT_SUFFIXES)}")
     return 0
 
 
@@ -251,9 +249,12 @@ def _replay(args: argparse.Namespace) -> int:
     except (ReplayError, ValueError) as exc:
         raise ConfigError(str(exc) if isinstance(exc, ReplayError) else f"--broker: {exc}") from None
     try:
-        start: datetime | int = int(args.start) if args.start.isdigit() else _aware(args.start)
+        start: datetime | int = int(args.start) if args.start.isdigit() else aware_time(args.start)
     except argparse.ArgumentTypeError as exc:
         raise ConfigError(f"--from: {exc} (or give a log offset, e.g. 0)") from None
+    window_problem = time_window(start, args.end) if isinstance(start, datetime) else None
+    if window_problem is not None:
+        raise ConfigError(window_problem)
     settings = resolve_endpoints(load_settings())
     brokers = running_brokers() or settings.brokers
     if args.broker not in brokers:

@@ -23,6 +23,7 @@ from typing import Any, Final
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from alphapanda.bus.kafka import from_kafka
+from alphapanda.cli_args import positive_number
 from alphapanda.events import (
     IST,
     Alert,
@@ -81,7 +82,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="comma list of brokers whose topics to read (default: every broker found on the cluster)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="give up reading after this many seconds (default 60)"
+        "--timeout",
+        type=positive_number,
+        default=60.0,
+        help="give up reading after this many seconds (default 60)",
     )
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from alphapanda.cli_args import MAX_PORT, port, positive_number
 from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.events import IST
 from alphapanda.topics import broker_kind, validate_broker_name
@@ -65,10 +66,12 @@ def register(subparsers: Any) -> None:
         "the roots and the api key and secret to use. The same as `python -m alphapanda.kite_sandbox`, "
         "with the pipeline's instruments.",
     )
-    sandbox.add_argument("--port", type=int, default=0, help="REST port on 127.0.0.1 (0: any free port)")
-    sandbox.add_argument("--ws-port", type=int, help="ticker port (default: --port + 1, or any free port)")
+    sandbox.add_argument("--port", type=port, default=0, help="REST port on 127.0.0.1 (0: any free port)")
+    sandbox.add_argument("--ws-port", type=port, help="ticker port (default: --port + 1, or any free port)")
     sandbox.add_argument("--seed", type=int, default=0, help="random-walk seed")
-    sandbox.add_argument("--tick-interval", type=float, default=1.0, help="seconds between market ticks")
+    sandbox.add_argument(
+        "--tick-interval", type=positive_number, default=1.0, help="seconds between market ticks"
+    )
     sandbox.set_defaults(zerodha_command=_kite_sandbox)
 
     if "reconcile" in subparsers.choices:
@@ -219,10 +222,10 @@ def _kite_sandbox(args: argparse.Namespace) -> int:
     from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
     from alphapanda.runtime.sandboxed import SANDBOX_API_KEY, SANDBOX_API_SECRET, sandbox_instruments
 
-    if args.tick_interval <= 0:
-        raise ConfigError("--tick-interval must be more than 0")
     instruments = load_instruments(load_settings().instruments_file)
     ws_port = args.ws_port if args.ws_port is not None else (args.port + 1 if args.port else 0)
+    if ws_port > MAX_PORT:
+        raise ConfigError(f"--port {args.port} leaves no next port for the ticker: pass --ws-port too")
     sandbox = KiteSandbox(
         SANDBOX_API_KEY,
         SANDBOX_API_SECRET,

@@ -1,0 +1,138 @@
+"""Argument types of the `alphapanda` command: a bad value stops it before any work starts.
+
+Each type turns the text of one argument into its value, or raises
+`argparse.ArgumentTypeError` with what is wrong and what would do, which argparse prints as one
+line (`alphapanda backtest: error: argument --bar: ...`) with exit code 2. Checking at parse
+time matters most for output files: a backtest or a benchmark that runs for minutes must not
+fail at the end because it cannot write its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from alphapanda.config import ConfigError
+
+MAX_PORT = 65_535
+T = TypeVar("T")
+
+
+def _number_text(text: str) -> str:
+    """`text` without digit separators: 1_000_000 and 1,000,000 both mean a million."""
+    return text.strip().replace("_", "").replace(",", "")
+
+
+def whole_number(text: str) -> int:
+    """A count: a whole number, 1 or more."""
+    try:
+        value = int(_number_text(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def whole_numbers(text: str) -> list[int]:
+    """A comma list of counts, e.g. `1,50` (each 1 or more)."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} names no number: give a comma list such as 1,50")
+    return [whole_number(p) for p in parts]
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(_number_text(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """A number, 0 or more (a rate where 0 means as fast as possible)."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A number more than 0 (a duration, an interval)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 0 (any free port) to {MAX_PORT}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def aware_time(text: str) -> datetime:
+    """An ISO 8601 time with its zone (market times are IST: +05:30)."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no timezone (e.g. 2026-01-05T09:15:00+05:30)")
+    return at
+
+
+def output_file(*suffixes: str) -> Callable[[str], Path]:
+    """A file to write: its folder must exist, and its name end in one of `suffixes` (any if none)."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{text}: name the file {' or '.join(f'*{s}' for s in suffixes)}"
+            )
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder: name a file in it")
+        folder = path.parent
+        if not folder.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: no such folder {folder} (create it first)")
+        return path
+
+    return parse
+
+
+def time_window(start: datetime | None, end: datetime | None) -> str | None:
+    """What is wrong with the window [start, end), or None: it must not be empty."""
+    if start is not None and end is not None and end <= start:
+        return f"--to {end.isoformat()} is not after --from {start.isoformat()}: the window holds no tick"
+    return None
+
+
+def first_instruments(instruments: Sequence[T], n: int | None) -> list[T]:
+    """The first `n` of `instruments` (`--instruments N`; all of them if None). Asking for more
+    than the list holds is an error, not a silently shorter run."""
+    if n is not None and n > len(instruments):
+        raise ConfigError(
+            f"--instruments {n}: the instrument list has {len(instruments)}; ask for at most that many "
+            f"(or set ALPHAPANDA_INSTRUMENTS_FILE to a longer list)"
+        )
+    return list(instruments[:n])

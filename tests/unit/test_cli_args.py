@@ -1,0 +1,160 @@
+"""Bad command-line values stop `alphapanda` before any work, with one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import alphapanda
+from alphapanda import cli_args
+from alphapanda.cli import main
+from alphapanda.config import ConfigError
+
+IST = timezone(timedelta(hours=5, minutes=30))
+SAMPLE_DAY = Path(alphapanda.__file__).parent / "data" / "sample_day_nse.csv"
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize("text", ["1", "50", "1_000_000", "1,000,000"])
+def test_whole_number_when_a_count_then_its_value(text: str) -> None:
+    assert cli_args.whole_number(text) == int(text.replace("_", "").replace(",", ""))
+
+
+@pytest.mark.parametrize(
+    ("text", "says"), [("0", "1 or more"), ("-3", "1 or more"), ("2.5", "whole"), ("x", "whole")]
+)
+def test_whole_number_when_not_a_count_then_it_says_why(text: str, says: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=says):
+        cli_args.whole_number(text)
+
+
+def test_whole_numbers_when_a_comma_list_then_each_count() -> None:
+    assert cli_args.whole_numbers("1,50") == [1, 50]
+    assert cli_args.whole_numbers(" 7 ") == [7]
+    with pytest.raises(argparse.ArgumentTypeError, match="names no number"):
+        cli_args.whole_numbers(",")
+    with pytest.raises(argparse.ArgumentTypeError, match="1 or more"):
+        cli_args.whole_numbers("1,0")
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_numbers_when_not_finite_then_refused(text: str) -> None:
+    for parse in (cli_args.positive_number, cli_args.non_negative_number):
+        with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+            parse(text)
+
+
+def test_positive_and_non_negative_numbers_differ_at_zero() -> None:
+    assert cli_args.non_negative_number("0") == 0.0
+    assert cli_args.positive_number("0.5") == 0.5
+    with pytest.raises(argparse.ArgumentTypeError, match="more than 0"):
+        cli_args.positive_number("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="0 or more"):
+        cli_args.non_negative_number("-1")
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"), [("0", True), ("65535", True), ("65536", False), ("-1", False), ("x", False)]
+)
+def test_port_when_given_then_only_tcp_ports(text: str, ok: bool) -> None:
+    if ok:
+        assert cli_args.port(text) == int(text)
+    else:
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli_args.port(text)
+
+
+def test_aware_time_when_no_zone_then_refused() -> None:
+    assert cli_args.aware_time("2026-01-05T09:15:00+05:30") == datetime(2026, 1, 5, 9, 15, tzinfo=IST)
+    with pytest.raises(argparse.ArgumentTypeError, match="no timezone"):
+        cli_args.aware_time("2026-01-05T09:15:00")
+    with pytest.raises(argparse.ArgumentTypeError, match="ISO 8601"):
+        cli_args.aware_time("yesterday")
+
+
+def test_output_file_when_folder_missing_or_suffix_wrong_then_refused(tmp_path: Path) -> None:
+    parse = cli_args.output_file(".json")
+    assert parse(str(tmp_path / "r.json")) == tmp_path / "r.json"
+    assert parse(str(tmp_path / "R.JSON")) == tmp_path / "R.JSON"
+    with pytest.raises(argparse.ArgumentTypeError, match="no such folder"):
+        parse(str(tmp_path / "missing" / "r.json"))
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\*\.json"):
+        parse(str(tmp_path / "r.txt"))
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder"):
+        parse(str(tmp_path / "d.json"))
+    assert cli_args.output_file()(str(tmp_path / "any.prof")) == tmp_path / "any.prof"
+
+
+def test_time_window_when_empty_then_says_so() -> None:
+    at = datetime(2026, 1, 5, 9, 15, tzinfo=IST)
+    assert cli_args.time_window(at, at + timedelta(seconds=1)) is None
+    assert cli_args.time_window(None, at) is None
+    assert cli_args.time_window(at, None) is None
+    problem = cli_args.time_window(at, at)
+    assert problem is not None and "not after --from" in problem
+
+
+def test_first_instruments_when_more_than_the_list_then_refused() -> None:
+    assert cli_args.first_instruments([1, 2, 3], 2) == [1, 2]
+    assert cli_args.first_instruments([1, 2, 3], None) == [1, 2, 3]
+    with pytest.raises(ConfigError, match="--instruments 4: the instrument list has 3"):
+        cli_args.first_instruments([1, 2, 3], 4)
+
+
+BAD_ARGUMENTS = [
+    # Each of these ran before (a traceback, or a silently different run, or a failure only after the work).
+    (["backtest", "--simulate", "100", "--bar", "0"], "--bar"),
+    (["backtest", "--simulate", "100", "--json", "{tmp}/missing/r.json"], "no such folder"),
+    (["backtest", "--simulate", "100", "--plot", "{tmp}/equity.gif"], "--plot"),
+    (["backtest", "--simulate", "100", "--instruments", "1000"], "--instruments 1000"),
+    (
+        [
+            "backtest",
+            "--simulate",
+            "100",
+            "--from",
+            "2026-01-06T00:00:00+05:30",
+            "--to",
+            "2026-01-05T00:00:00+05:30",
+        ],
+        "not after --from",
+    ),
+    (["backtest", "--simulate", "200", "--from", "2030-01-01T00:00:00+05:30"], "no ticks to backtest"),
+    (["backtest", "--ticks", "{sample}", "--instruments", "2"], "--instruments picks simulated"),
+    (["bench", "backtest", "--ticks", "101", "--instruments", "50"], "not a multiple"),
+    (["bench", "backtest", "--instruments", "0"], "--instruments"),
+    (["bench", "backtest", "--runs", "0"], "--runs"),
+    (["bench", "backtest", "--instruments", "50", "--ours-ticks", "10"], "--ours-ticks"),
+    (["bench", "pipeline", "--ticks", "0"], "--ticks"),
+    (["bench", "http", "--events", "0"], "--events"),
+    (["simulate", "--ticks", "10", "--out", "{tmp}/missing/t.csv"], "no such folder"),
+    (["simulate", "--ticks", "10", "--out", "{tmp}/t.csv", "--instruments", "1000"], "--instruments 1000"),
+    (["run", "--metrics-port", "99999"], "not a port"),
+    (["run", "--duration", "0"], "--duration"),
+    (["run", "--instruments", "1000"], "--instruments 1000"),
+    (["kite-sandbox", "--port", "65535"], "--ws-port"),
+    (["trace", "abc", "--timeout", "0"], "--timeout"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"), BAD_ARGUMENTS, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
+def test_cli_when_an_argument_is_bad_then_one_line_and_exit_2(
+    argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _exit_code([a.replace("{tmp}", str(tmp_path)).replace("{sample}", str(SAMPLE_DAY)) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err and says in err[-1]
+    assert not (tmp_path / "t.csv").exists()
