@@ -66,3 +66,29 @@ def test_commit_pending_when_the_worker_goes_idle_then_what_is_pending_is_commit
     worker._commit_pending(consumer)  # type: ignore[arg-type]
 
     assert consumer.commits == [[("market.equity.ticks", 0, 1)], [("market.equity.ticks", 0, 2)]]
+
+
+def test_handle_batch_when_batches_are_handled_then_stats_span_first_start_to_last_acknowledged(
+    monkeypatch: Any,
+) -> None:
+    clock = {"now": 100.0}
+    monkeypatch.setattr(dispatcher.time, "monotonic", lambda: clock["now"])
+    worker, consumer = _worker(), _Consumer()
+
+    def deliver_all(records: list[Message]) -> list[list[Any]]:
+        clock["now"] += 1.0  # deciding takes a second
+        return [[] for _ in records]
+
+    def publish(outputs: list[Any], dead: list[Any]) -> None:
+        clock["now"] += 0.5  # and the broker's ack half of one
+
+    monkeypatch.setattr(worker, "_deliver_all", deliver_all)
+    monkeypatch.setattr(worker, "_publish_until_acknowledged", publish)
+    assert (worker.stats.first_batch_at, worker.stats.last_batch_at) == (None, None)
+
+    worker._handle_batch(consumer, _records(0, 0, 1))  # type: ignore[arg-type]
+    assert (worker.stats.first_batch_at, worker.stats.last_batch_at) == (100.0, 101.5)
+    clock["now"] += 3.0  # idle between batches
+    worker._handle_batch(consumer, _records(0, 2))  # type: ignore[arg-type]
+    assert (worker.stats.first_batch_at, worker.stats.last_batch_at) == (100.0, 106.0)
+    assert worker.stats.consumed == 3

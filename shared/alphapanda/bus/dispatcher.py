@@ -60,6 +60,10 @@ class BindingStats:
     last_error: str = ""
     cpu_s: float = 0.0
     """CPU seconds the worker's thread has used, for `bench pipeline`'s account of where time goes."""
+    first_batch_at: float | None = None
+    """When (time.monotonic) the worker began its first batch of records."""
+    last_batch_at: float | None = None
+    """When (time.monotonic) the worker finished its latest batch (outputs acknowledged)."""
 
 
 class BindingWorker(threading.Thread):
@@ -190,6 +194,8 @@ class BindingWorker(threading.Thread):
         return lag
 
     def _handle_batch(self, consumer: Consumer, records: Sequence[Message]) -> None:
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = time.monotonic()
         outputs: list[Event] = []
         dead: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         for record, result in zip(records, self._deliver_all(records), strict=True):
@@ -200,6 +206,7 @@ class BindingWorker(threading.Thread):
             else:
                 outputs.extend(result)
         self._publish_until_acknowledged(outputs, dead)
+        self.stats.last_batch_at = time.monotonic()
         self._commit(consumer, records)
         self.stats.consumed += len(records)
         self.stats.emitted += len(outputs)
