@@ -12,6 +12,7 @@ from alphapanda.brokers.factory import TraderUnavailable
 from alphapanda.brokers.zerodha.session import SessionError
 from alphapanda.cli_args import (
     aware_time,
+    broker_name,
     existing_file,
     first_instruments,
     non_negative_number,
@@ -83,17 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Reaches the running `alphapanda run`, or the servers named by ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS "
         "and ALPHAPANDA_REDIS__URL.",
     )
-    halt.add_argument("--broker", required=True, help="the broker to halt, e.g. paper")
+    halt.add_argument("--broker", type=broker_name, required=True, help="the broker to halt, e.g. paper")
     halt.add_argument("--flatten", action="store_true", help="also close every open position")
     halt.add_argument(
         "--reducing", action="store_true", help="REDUCING instead: only position-reducing signals pass"
     )
     resume = sub.add_parser("resume", help="let a halted or reducing broker trade again (kill switch ACTIVE)")
-    resume.add_argument("--broker", required=True)
+    resume.add_argument("--broker", type=broker_name, required=True)
     reconcile = sub.add_parser(
         "reconcile", help="check that the broker's positions equal the sum of the fills on its topic"
     )
-    reconcile.add_argument("--broker", required=True)
+    reconcile.add_argument("--broker", type=broker_name, required=True)
 
     cli_trace.register(sub)
     cli_zerodha.register(sub)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from alphapanda.config import ConfigError
+from alphapanda.topics import broker_kind, validate_broker_name
 
 MAX_PORT = 65_535
 T = TypeVar("T")
@@ -81,6 +82,15 @@ def port(text: str) -> int:
     if not 0 <= value <= MAX_PORT:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 0 (any free port) to {MAX_PORT}")
     return value
+
+
+def broker_name(text: str) -> str:
+    """A broker's name, of a known kind (`paper`, `paper-2`, `zerodha`, `paper-replay`, ...)."""
+    try:
+        broker_kind(validate_broker_name(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def existing_file(text: str) -> Path:

@@ -16,19 +16,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from alphapanda.cli_args import MAX_PORT, port, positive_number
+from alphapanda.cli_args import MAX_PORT, broker_name, port, positive_number
 from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.events import IST
-from alphapanda.topics import broker_kind, validate_broker_name
+from alphapanda.topics import broker_kind
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _broker(text: str) -> str:
-    try:
-        return validate_broker_name(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +34,9 @@ def register(subparsers: Any) -> None:
         "A broker HALTED because its token expired is resumed.",
     )
     login.add_argument("request_token", nargs="?", help="request_token from the redirect URL (or the URL)")
-    login.add_argument("--broker", type=_broker, default="zerodha", help="zerodha broker (default: zerodha)")
+    login.add_argument(
+        "--broker", type=broker_name, default="zerodha", help="zerodha broker (default: zerodha)"
+    )
     login.set_defaults(zerodha_command=_login)
 
     instruments = subparsers.add_parser("instruments", help="the instrument master in Redis")
@@ -55,7 +50,7 @@ def register(subparsers: Any) -> None:
     sync.add_argument(
         "--exchange", action="append", default=[], help="only this exchange (repeatable; default: all)"
     )
-    sync.add_argument("--broker", type=_broker, default="zerodha", help="whose Kite session to use")
+    sync.add_argument("--broker", type=broker_name, default="zerodha", help="whose Kite session to use")
     sync.set_defaults(zerodha_command=_instruments_sync)
 
     sandbox = subparsers.add_parser(
@@ -82,7 +77,9 @@ def register(subparsers: Any) -> None:
         description="Compare every strategy's book with Kite's net positions; differences are printed, "
         "sent as an Alert to {broker}.alerts, and make the exit code 1.",
     )
-    reconcile.add_argument("--broker", type=_broker, required=True, help="broker to reconcile, e.g. zerodha")
+    reconcile.add_argument(
+        "--broker", type=broker_name, required=True, help="broker to reconcile, e.g. zerodha"
+    )
     reconcile.set_defaults(zerodha_command=_reconcile)
 
 

@@ -104,6 +104,17 @@ def test_time_window_when_empty_then_says_so() -> None:
     assert problem is not None and "not after --from" in problem
 
 
+@pytest.mark.parametrize("name", ["paper", "paper-2", "zerodha", "paper-replay"])
+def test_broker_name_when_of_a_known_kind_then_kept(name: str) -> None:
+    assert cli_args.broker_name(name) == name
+
+
+@pytest.mark.parametrize(("name", "says"), [("kite", "no known kind"), ("Paper", "invalid"), ("", "invalid")])
+def test_broker_name_when_unknown_or_malformed_then_refused(name: str, says: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=says):
+        cli_args.broker_name(name)
+
+
 def test_first_instruments_when_more_than_the_list_then_refused() -> None:
     assert cli_args.first_instruments([1, 2, 3], 2) == [1, 2]
     assert cli_args.first_instruments([1, 2, 3], None) == [1, 2, 3]
@@ -144,6 +155,9 @@ BAD_ARGUMENTS = [
     (["run", "--instruments", "1000"], "--instruments 1000"),
     (["kite-sandbox", "--port", "65535"], "--ws-port"),
     (["trace", "abc", "--timeout", "0"], "--timeout"),
+    (["halt", "--broker", "nope"], "no known kind"),
+    (["resume", "--broker", "Paper"], "invalid"),
+    (["reconcile", "--broker", "kite"], "no known kind"),
 ]
 
 
