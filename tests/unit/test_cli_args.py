@@ -168,7 +168,8 @@ def test_cli_when_an_argument_is_bad_then_one_line_and_exit_2(
     argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = _exit_code([a.replace("{tmp}", str(tmp_path)).replace("{sample}", str(SAMPLE_DAY)) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
+    out, err = capsys.readouterr()
     assert code == 2
-    assert err and says in err[-1]
+    assert err.strip() and says in err.strip().splitlines()[-1]
+    assert out == ""  # nothing ran
     assert not (tmp_path / "t.csv").exists()
