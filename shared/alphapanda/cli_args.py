@@ -1,8 +1,10 @@
 """Argument types of the `alphapanda` command: a bad value stops it before any work starts.
 
 Each type turns the text of one argument into its value, or raises
-`argparse.ArgumentTypeError` with what is wrong and what would do, which argparse prints as one
-line (`alphapanda backtest: error: argument --bar: ...`) with exit code 2. Checking at parse
+`argparse.ArgumentTypeError` with what is wrong and what would do, which argparse prints under
+the usage as one line (`alphapanda backtest: error: argument --bar: ...`), with exit code 2.
+Checks that need the settings (`first_instruments`) raise `ConfigError`, which the command
+prints as one line with the same exit code. Checking at parse
 time matters most for output files: a backtest or a benchmark that runs for minutes must not
 fail at the end because it cannot write its report.
 """
