@@ -14,14 +14,13 @@ from alphapanda.cli_args import (
     aware_time,
     broker_name,
     existing_file,
-    first_instruments,
     non_negative_number,
     output_file,
     port,
     positive_number,
     whole_number,
 )
-from alphapanda.config import ConfigError, Settings, load_settings
+from alphapanda.config import ConfigError, Settings, first_instruments, load_settings
 from alphapanda.domain.instruments import InstrumentFileError
 from alphapanda.domain.strategy import StrategyConfigError
 from alphapanda.feed import TickFileError
@@ -160,10 +159,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.strategies is not None:
         overrides["strategies_file"] = args.strategies
     settings = load_settings(**overrides)
-    if args.instruments is not None:
-        from alphapanda.domain.instruments import load_instruments
-
-        first_instruments(load_instruments(settings.instruments_file), args.instruments)
     if args.kite_sandbox:
         from alphapanda.runtime.sandboxed import zerodha_brokers
 

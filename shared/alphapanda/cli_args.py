@@ -3,8 +3,8 @@
 Each type turns the text of one argument into its value, or raises
 `argparse.ArgumentTypeError` with what is wrong and what would do, which argparse prints under
 the usage as one line (`alphapanda backtest: error: argument --bar: ...`), with exit code 2.
-Checks that need the settings (`first_instruments`) raise `ConfigError`, which the command
-prints as one line with the same exit code. Checking at parse
+Checks that need the settings (`config.first_instruments`) raise `ConfigError`, which the
+command prints as one line with the same exit code. Checking at parse
 time matters most for output files: a backtest or a benchmark that runs for minutes must not
 fail at the end because it cannot write its report.
 """
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
-from alphapanda.config import ConfigError
 from alphapanda.topics import broker_kind, validate_broker_name
 
 MAX_PORT = 65_535
-T = TypeVar("T")
 
 
 def _number_text(text: str) -> str:
@@ -137,14 +134,3 @@ def time_window(start: datetime | None, end: datetime | None) -> str | None:
     if start is not None and end is not None and end <= start:
         return f"--to {end.isoformat()} is not after --from {start.isoformat()}: the window holds no tick"
     return None
-
-
-def first_instruments(instruments: Sequence[T], n: int | None) -> list[T]:
-    """The first `n` of `instruments` (`--instruments N`; all of them if None). Asking for more
-    than the list holds is an error, not a silently shorter run."""
-    if n is not None and n > len(instruments):
-        raise ConfigError(
-            f"--instruments {n}: the instrument list has {len(instruments)}; ask for at most that many "
-            f"(or set ALPHAPANDA_INSTRUMENTS_FILE to a longer list)"
-        )
-    return list(instruments[:n])

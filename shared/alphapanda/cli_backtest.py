@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 from alphapanda.cli_args import (
     aware_time,
     existing_file,
-    first_instruments,
     output_file,
     positive_number,
     time_window,
     whole_number,
 )
-from alphapanda.config import ConfigError, Settings, load_settings
+from alphapanda.config import ConfigError, Settings, first_instruments, load_settings
 from alphapanda.events import Event
 from alphapanda.feed import TickStamper
 

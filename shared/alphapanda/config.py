@@ -10,10 +10,11 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +26,20 @@ ENV_PREFIX = "ALPHAPANDA_"
 
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message is one line naming it and saying how to fix it."""
+
+
+T = TypeVar("T")
+
+
+def first_instruments(instruments: Sequence[T], n: int | None) -> list[T]:
+    """The first `n` of `instruments` (`--instruments N`; all of them if None). Asking for more
+    than the list holds is an error, not a silently shorter run."""
+    if n is not None and n > len(instruments):
+        raise ConfigError(
+            f"--instruments {n}: the instrument list has {len(instruments)}; ask for at most that many "
+            f"(or set ALPHAPANDA_INSTRUMENTS_FILE to a longer list)"
+        )
+    return list(instruments[:n])
 
 
 class _Section(BaseModel):

@@ -11,7 +11,7 @@ import pytest
 import alphapanda
 from alphapanda import cli_args
 from alphapanda.cli import main
-from alphapanda.config import ConfigError
+from alphapanda.config import ConfigError, first_instruments
 
 IST = timezone(timedelta(hours=5, minutes=30))
 SAMPLE_DAY = Path(alphapanda.__file__).parent / "data" / "sample_day_nse.csv"
@@ -116,10 +116,10 @@ def test_broker_name_when_unknown_or_malformed_then_refused(name: str, says: str
 
 
 def test_first_instruments_when_more_than_the_list_then_refused() -> None:
-    assert cli_args.first_instruments([1, 2, 3], 2) == [1, 2]
-    assert cli_args.first_instruments([1, 2, 3], None) == [1, 2, 3]
+    assert first_instruments([1, 2, 3], 2) == [1, 2]
+    assert first_instruments([1, 2, 3], None) == [1, 2, 3]
     with pytest.raises(ConfigError, match="--instruments 4: the instrument list has 3"):
-        cli_args.first_instruments([1, 2, 3], 4)
+        first_instruments([1, 2, 3], 4)
 
 
 BAD_ARGUMENTS = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from confluent_kafka import Message, TopicPartition
 
 from alphapanda.bus import dispatcher
@@ -35,15 +36,21 @@ def _worker() -> BindingWorker:
     )
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """The dispatcher's monotonic clock, set by the test."""
+    now = {"now": 100.0}
+    monkeypatch.setattr(dispatcher.time, "monotonic", lambda: now["now"])
+    return now
+
+
 def _records(partition: int, *offsets: int) -> list[Message]:
     return [Message(topic="market.equity.ticks", partition=partition, offset=o) for o in offsets]
 
 
 def test_commit_when_batches_finish_within_the_interval_then_one_commit_carries_the_latest_offsets(
-    monkeypatch: Any,
+    clock: dict[str, float],
 ) -> None:
-    clock = {"now": 100.0}
-    monkeypatch.setattr(dispatcher.time, "monotonic", lambda: clock["now"])
     worker, consumer = _worker(), _Consumer()
 
     worker._commit(consumer, _records(0, 0, 1))  # type: ignore[arg-type]
@@ -69,10 +76,8 @@ def test_commit_pending_when_the_worker_goes_idle_then_what_is_pending_is_commit
 
 
 def test_handle_batch_when_batches_are_handled_then_stats_span_first_start_to_last_acknowledged(
-    monkeypatch: Any,
+    monkeypatch: pytest.MonkeyPatch, clock: dict[str, float]
 ) -> None:
-    clock = {"now": 100.0}
-    monkeypatch.setattr(dispatcher.time, "monotonic", lambda: clock["now"])
     worker, consumer = _worker(), _Consumer()
 
     def deliver_all(records: list[Message]) -> list[list[Any]]:

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from alphapanda.bus.dispatcher import Dispatcher
 from alphapanda.bus.kafka import EventPublisher
-from alphapanda.config import Settings
+from alphapanda.config import Settings, first_instruments
 from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.events import EventType, now
 from alphapanda.runtime.bootstrap import Core, build_core, connect, infrastructure
@@ -100,7 +100,7 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
 
         settings = sandbox_settings(settings)
     core = build_core(settings)
-    instruments = core.instruments[: options.instruments] if options.instruments else core.instruments
+    instruments = first_instruments(core.instruments, options.instruments)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         with infrastructure(settings) as settings, contextlib.ExitStack() as extras:
