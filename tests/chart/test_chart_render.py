@@ -139,6 +139,8 @@ def test_render_when_brokers_set_with_plain_comma_then_helm_reports_a_parse_erro
         (("--set", "functions.market_feed.subscribe={x.y}"), "a deployment workload cannot subscribe"),
         (("--set-json", 'image.tag={"v": 1}'), "/image/tag"),
         (("--set", "image.tag=true"), "at '/image/tag': got boolean, want number or string"),
+        (("--set", "kite.root=api.kite.trade"), "at '/kite/root': 'api.kite.trade' does not match"),
+        (("--set", "kite.wsRoot=https://ws.kite.trade"), "at '/kite/wsRoot': 'https://ws.kite.trade'"),
     ],
     ids=[
         "unknown_broker_in_list",
@@ -159,6 +161,8 @@ def test_render_when_brokers_set_with_plain_comma_then_helm_reports_a_parse_erro
         "feed_subscribing",
         "image_tag_object",
         "image_tag_boolean",
+        "kite_root_not_a_url",
+        "kite_ws_root_not_websocket",
     ],
 )
 def test_render_when_values_are_bad_then_helm_fails_with_a_clear_message(

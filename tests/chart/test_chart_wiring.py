@@ -228,6 +228,29 @@ def test_render_when_zerodha_enabled_then_zerodha_parts_render_for_zerodha_only(
                 assert env[key]["secretKeyRef"]["name"] == "alphapanda-kite"
 
 
+def test_render_when_kite_roots_set_then_exactly_the_credentialed_pods_use_them(chart: Chart) -> None:
+    roots = {
+        "ALPHAPANDA_KITE__ROOT": "http://kite-sandbox:8000",
+        "ALPHAPANDA_KITE__WS_ROOT": "ws://kite-sandbox:8001",
+    }
+    default = render_brokers(chart, ["paper", "zerodha"], *HTTP_FUNCTIONS)
+    # By default the pods use Kite's own roots (the settings' defaults).
+    assert not [w for w in workloads(default) if roots.keys() & env_of(w).keys()]
+    rendered = render_brokers(
+        chart,
+        ["paper", "zerodha"],
+        *HTTP_FUNCTIONS,
+        "--set",
+        f"kite.root={roots['ALPHAPANDA_KITE__ROOT']}",
+        "--set",
+        f"kite.wsRoot={roots['ALPHAPANDA_KITE__WS_ROOT']}",
+    )
+    for workload in workloads(rendered):
+        env = env_of(workload)
+        expected = roots if "ALPHAPANDA_KITE__API_KEY" in env else {}
+        assert {k: env[k] for k in roots if k in env} == expected, workload["metadata"]["name"]
+
+
 def test_render_when_credentials_given_inline_then_they_appear_only_in_secrets(chart: Chart) -> None:
     key, secret, password = "KEY-SENTINEL-7f3a", "SECRET-SENTINEL-91bc", "PASSWORD-SENTINEL-c0de"
     rendered = chart.template(

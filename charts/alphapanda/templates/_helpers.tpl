@@ -262,3 +262,78 @@ may be given either way.
 {{- if not $l }}{{ fail "kafka.bootstrapServers: set the Kafka bootstrap servers, e.g. my-cluster-kafka-bootstrap.kafka.svc:9092" }}{{ end }}
 {{- toJson $l }}
 {{- end }}
+
+{{/*
+The environment of a function pod or the feed (a Knative Service's or a Deployment's container):
+one list for both, so a setting added for one reaches the other. Takes (dict "ctx" $ "inst" $inst).
+*/}}
+{{- define "alphapanda.env" -}}
+{{- $ctx := .ctx }}
+{{- $inst := .inst }}
+{{- $fn := $inst.config }}
+{{- $bootstrap := include "alphapanda.bootstrapList" $ctx | fromJsonArray }}
+{{- $redisExternal := or $ctx.Values.redis.external.url $ctx.Values.redis.external.existingSecret }}
+{{- $strategies := or $ctx.Values.strategies.content $ctx.Values.strategies.existingConfigMap -}}
+- name: ALPHAPANDA_BROKERS
+  value: {{ $inst.brokersEnv | quote }}
+- name: ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS
+  value: {{ join "," $bootstrap | quote }}
+- name: ALPHAPANDA_REDIS__URL
+  {{- if $redisExternal }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "alphapanda.redisSecretName" $ctx }}
+      key: {{ $ctx.Values.redis.external.existingSecretKey }}
+  {{- else }}
+  value: {{ printf "redis://%s:6379/0" (include "alphapanda.redisName" $ctx) | quote }}
+  {{- end }}
+{{- if $strategies }}
+- name: ALPHAPANDA_STRATEGIES_FILE
+  value: /etc/alphapanda/strategies/{{ $ctx.Values.strategies.key }}
+{{- end }}
+{{- if $inst.kite }}
+- name: ALPHAPANDA_KITE__API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "alphapanda.kiteSecretName" $ctx }}
+      key: {{ $ctx.Values.kite.apiKeyKey }}
+- name: ALPHAPANDA_KITE__API_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "alphapanda.kiteSecretName" $ctx }}
+      key: {{ $ctx.Values.kite.apiSecretKey }}
+{{- with $ctx.Values.kite.root }}
+- name: ALPHAPANDA_KITE__ROOT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $ctx.Values.kite.wsRoot }}
+- name: ALPHAPANDA_KITE__WS_ROOT
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if $ctx.Values.otel.enabled }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $inst.name | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ include "alphapanda.otelResource" (dict "ctx" $ctx "inst" $inst) | quote }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $ctx.Values.otel.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $ctx.Values.otel.protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $ctx.Values.otel.tracesSampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $ctx.Values.otel.tracesSamplerArg | quote }}
+- name: OTEL_METRIC_EXPORT_INTERVAL
+  value: {{ $ctx.Values.otel.metricExportIntervalMs | quote }}
+{{- else }}
+- name: OTEL_SDK_DISABLED
+  value: "true"
+{{- end }}
+{{- with $ctx.Values.extraEnv }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- with $fn.env }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
