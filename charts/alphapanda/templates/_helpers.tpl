@@ -264,6 +264,14 @@ may be given either way.
 {{- end }}
 
 {{/*
+"true" when a strategies file is mounted into the pods (inline content or an existing ConfigMap),
+else empty: the env template and both workload templates test the same thing.
+*/}}
+{{- define "alphapanda.strategiesMounted" -}}
+{{- if or .Values.strategies.content .Values.strategies.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{/*
 The environment of a function pod or the feed (a Knative Service's or a Deployment's container):
 one list for both, so a setting added for one reaches the other. Takes (dict "ctx" $ "inst" $inst).
 */}}
@@ -273,7 +281,7 @@ one list for both, so a setting added for one reaches the other. Takes (dict "ct
 {{- $fn := $inst.config }}
 {{- $bootstrap := include "alphapanda.bootstrapList" $ctx | fromJsonArray }}
 {{- $redisExternal := or $ctx.Values.redis.external.url $ctx.Values.redis.external.existingSecret }}
-{{- $strategies := or $ctx.Values.strategies.content $ctx.Values.strategies.existingConfigMap -}}
+{{- $strategies := include "alphapanda.strategiesMounted" $ctx -}}
 - name: ALPHAPANDA_BROKERS
   value: {{ $inst.brokersEnv | quote }}
 - name: ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS
