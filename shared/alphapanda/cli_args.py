@@ -12,10 +12,12 @@ fail at the end because it cannot write its report.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 from alphapanda.topics import broker_kind, validate_broker_name
 
@@ -81,6 +83,24 @@ def port(text: str) -> int:
     if not 0 <= value <= MAX_PORT:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 0 (any free port) to {MAX_PORT}")
     return value
+
+
+def ipv4_address(text: str) -> str:
+    """An IPv4 address to listen on (the sandbox binds IPv4 sockets)."""
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IPv4 address: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        ) from None
+
+
+def http_url(text: str) -> str:
+    """An absolute http(s) URL, such as the one Kite posts order updates to."""
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL: e.g. http://localhost:8080/")
+    return text
 
 
 def broker_name(text: str) -> str:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from alphapanda.cli_args import MAX_PORT, broker_name, port, positive_number
+from alphapanda.cli_args import MAX_PORT, broker_name, http_url, ipv4_address, port, positive_number
 from alphapanda.config import ConfigError, Settings, load_settings
 from alphapanda.events import IST
 from alphapanda.topics import broker_kind
@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
     login.add_argument(
         "--broker", type=broker_name, default="zerodha", help="zerodha broker (default: zerodha)"
     )
+    login.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="take the request_token from the Kite sandbox at ALPHAPANDA_KITE__ROOT (no browser)",
+    )
     login.set_defaults(zerodha_command=_login)
 
     instruments = subparsers.add_parser("instruments", help="the instrument master in Redis")
@@ -56,13 +61,26 @@ def register(subparsers: Any) -> None:
     sandbox = subparsers.add_parser(
         "kite-sandbox",
         help="run a local Kite Connect sandbox (REST and ticker) until Ctrl-C",
-        description="Serve Kite Connect v3 HTTP and the KiteTicker protocol on loopback, trading the "
-        "configured instrument list (ALPHAPANDA_INSTRUMENTS_FILE, default the shipped NSE list), and print "
-        "the roots and the api key and secret to use. The same as `python -m alphapanda.kite_sandbox`, "
-        "with the pipeline's instruments.",
+        description="Serve Kite Connect v3 HTTP and the KiteTicker protocol (on loopback unless --host "
+        "says otherwise), trading the configured instrument list (ALPHAPANDA_INSTRUMENTS_FILE, default the "
+        "shipped NSE list), and print the roots and the api key and secret to use. It serves the api key "
+        "and secret in ALPHAPANDA_KITE__API_KEY / __API_SECRET when both are set, else a made-up pair. The "
+        "same as `python -m alphapanda.kite_sandbox`, with the pipeline's instruments.",
     )
-    sandbox.add_argument("--port", type=port, default=0, help="REST port on 127.0.0.1 (0: any free port)")
+    sandbox.add_argument(
+        "--host",
+        type=ipv4_address,
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
+    sandbox.add_argument("--port", type=port, default=0, help="REST port (0: any free port)")
     sandbox.add_argument("--ws-port", type=port, help="ticker port (default: --port + 1, or any free port)")
+    sandbox.add_argument(
+        "--postback-url", type=http_url, help="where to POST order updates, as Kite does (default: nowhere)"
+    )
+    sandbox.add_argument(
+        "--redirect-url", type=http_url, help="where the login page sends the request_token (default: shown)"
+    )
     sandbox.add_argument("--seed", type=int, default=0, help="random-walk seed")
     sandbox.add_argument(
         "--tick-interval", type=positive_number, default=1.0, help="seconds between market ticks"
@@ -141,9 +159,14 @@ def _login(args: argparse.Namespace) -> int:
     settings, client = _settings_with_redis("login")
     if not settings.kite.api_secret.get_secret_value():
         raise ConfigError("alphapanda login needs ALPHAPANDA_KITE__API_SECRET")
-    print("Log in to Kite at this URL, then give the request_token from the page it redirects to:")
-    print(f"  {login_url(settings.kite)}")
     token = args.request_token
+    if args.sandbox:
+        if token:
+            raise ConfigError("give a request_token or --sandbox, not both")
+        token = _sandbox_request_token(settings)
+    else:
+        print("Log in to Kite at this URL, then give the request_token from the page it redirects to:")
+        print(f"  {login_url(settings.kite)}")
     if not token:
         try:
             token = input("request_token (or the redirect URL): ")
@@ -158,6 +181,23 @@ def _login(args: argparse.Namespace) -> int:
     if result.resumed:
         print(f"{args.broker} had been HALTED by the expired token and is ACTIVE again")
     return 0
+
+
+def _sandbox_request_token(settings: Settings) -> str:
+    """A request token from the Kite sandbox the settings point at (`sandbox_request_token`)."""
+    from alphapanda.brokers.zerodha.session import LoginFailed
+    from alphapanda.runtime.sandboxed import SandboxUnavailable, sandbox_request_token
+
+    root = settings.kite.root
+    if root.rstrip("/") == type(settings.kite).model_fields["root"].default:
+        raise ConfigError(
+            "--sandbox takes the request token from a Kite sandbox: set ALPHAPANDA_KITE__ROOT to the "
+            "sandbox's REST root (alphapanda kite-sandbox prints it)"
+        )
+    try:
+        return sandbox_request_token(root)
+    except SandboxUnavailable as exc:
+        raise LoginFailed(str(exc)) from None
 
 
 def _kite(settings: Settings, client: Any, broker: str) -> Any:
@@ -219,18 +259,32 @@ def _kite_sandbox(args: argparse.Namespace) -> int:
     from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
     from alphapanda.runtime.sandboxed import SANDBOX_API_KEY, SANDBOX_API_SECRET, sandbox_instruments
 
-    instruments = load_instruments(load_settings().instruments_file)
+    settings = load_settings()
+    instruments = load_instruments(settings.instruments_file)
     ws_port = args.ws_port if args.ws_port is not None else (args.port + 1 if args.port else 0)
     if ws_port > MAX_PORT:
         raise ConfigError(f"--port {args.port} leaves no next port for the ticker: pass --ws-port too")
+    if ws_port and ws_port == args.port:
+        raise ConfigError(
+            f"--port and --ws-port are both {ws_port}: the REST API and the ticker need a port each"
+        )
+    api_key, api_secret = settings.kite.api_key, settings.kite.api_secret.get_secret_value()
+    if bool(api_key) != bool(api_secret):
+        raise ConfigError(
+            "set both ALPHAPANDA_KITE__API_KEY and ALPHAPANDA_KITE__API_SECRET for the sandbox to serve, "
+            "or neither"
+        )
     sandbox = KiteSandbox(
-        SANDBOX_API_KEY,
-        SANDBOX_API_SECRET,
+        api_key or SANDBOX_API_KEY,
+        api_secret or SANDBOX_API_SECRET,
         instruments=sandbox_instruments(instruments),
         seed=args.seed,
         port=args.port,
         ws_port=ws_port,
         config=SandboxConfig(tick_interval=args.tick_interval),
+        host=args.host,
+        postback_url=args.postback_url,
+        redirect_url=args.redirect_url,
     )
     stop = threading.Event()
 
@@ -242,13 +296,27 @@ def _kite_sandbox(args: argparse.Namespace) -> int:
     with sandbox:
         print(f"Kite sandbox REST root:   {sandbox.root}  (ALPHAPANDA_KITE__ROOT)", flush=True)
         print(f"Kite sandbox ticker root: {sandbox.ws_root}  (ALPHAPANDA_KITE__WS_ROOT)", flush=True)
-        print(
-            f"api_key={sandbox.api_key} api_secret={sandbox.api_secret}  "
-            "(ALPHAPANDA_KITE__API_KEY, ALPHAPANDA_KITE__API_SECRET)",
-            flush=True,
-        )
+        if api_key:
+            # The operator's own secret stays out of the output (a pod's log is widely readable).
+            print(
+                f"api_key={sandbox.api_key} and its secret: from ALPHAPANDA_KITE__API_KEY / __API_SECRET",
+                flush=True,
+            )
+        else:
+            print(
+                f"api_key={sandbox.api_key} api_secret={sandbox.api_secret}  "
+                "(ALPHAPANDA_KITE__API_KEY, ALPHAPANDA_KITE__API_SECRET)",
+                flush=True,
+            )
+        if args.host == "0.0.0.0":
+            print(
+                "listening on every interface (0.0.0.0); the roots above are its loopback address", flush=True
+            )
+        if args.postback_url:
+            print(f"order updates are posted to {args.postback_url}", flush=True)
         print(f"{len(instruments)} instruments; login page: {sandbox.login_url}", flush=True)
         print(f"request token without a browser: POST {sandbox.root}/_sandbox/request_token", flush=True)
+        print("or log in against it with: alphapanda login --sandbox", flush=True)
         stop.wait()
     print("Kite sandbox stopped", flush=True)
     return 0

@@ -42,6 +42,7 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
         "kite.apiSecret=secret",
     ),
     "otel_disabled_no_tests": ("--set", "otel.enabled=false", "--set", "tests.enabled=false"),
+    "kite_sandbox": ("--set", "brokers={paper,zerodha}", "--set", "kiteSandbox.enabled=true"),
 }
 
 
@@ -141,6 +142,28 @@ def test_render_when_brokers_set_with_plain_comma_then_helm_reports_a_parse_erro
         (("--set", "image.tag=true"), "at '/image/tag': got boolean, want number or string"),
         (("--set", "kite.root=api.kite.trade"), "at '/kite/root': 'api.kite.trade' does not match"),
         (("--set", "kite.wsRoot=https://ws.kite.trade"), "at '/kite/wsRoot': 'https://ws.kite.trade'"),
+        (
+            ("--set", "kiteSandbox.enabled=true"),
+            "kiteSandbox.enabled: the sandbox serves exactly one zerodha broker (one api key, one postback "
+            "URL), but the brokers have 0 (none)",
+        ),
+        (
+            ("--set", "brokers={zerodha,zerodha-b}", "--set", "kiteSandbox.enabled=true"),
+            "but the brokers have 2 (zerodha, zerodha-b): run exactly one",
+        ),
+        (
+            (
+                "--set",
+                "brokers={zerodha}",
+                "--set",
+                "kiteSandbox.enabled=true",
+                "--set",
+                "kiteSandbox.wsPort=8080",
+            ),
+            "kiteSandbox: port and wsPort are both 8080",
+        ),
+        (("--set", "kiteSandbox.port=80"), "at '/kiteSandbox/port': minimum: got 80, want 1,024"),
+        (("--set", "kiteSandbox.tickInterval=0"), "/kiteSandbox/tickInterval"),
     ],
     ids=[
         "unknown_broker_in_list",
@@ -163,6 +186,11 @@ def test_render_when_brokers_set_with_plain_comma_then_helm_reports_a_parse_erro
         "image_tag_boolean",
         "kite_root_not_a_url",
         "kite_ws_root_not_websocket",
+        "kite_sandbox_without_zerodha",
+        "kite_sandbox_with_two_zerodha_brokers",
+        "kite_sandbox_one_port_for_both",
+        "kite_sandbox_privileged_port",
+        "kite_sandbox_tick_interval_zero",
     ],
 )
 def test_render_when_values_are_bad_then_helm_fails_with_a_clear_message(

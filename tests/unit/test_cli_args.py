@@ -154,6 +154,10 @@ BAD_ARGUMENTS = [
     (["run", "--duration", "0"], "--duration"),
     (["run", "--instruments", "1000"], "--instruments 1000"),
     (["kite-sandbox", "--port", "65535"], "--ws-port"),
+    (["kite-sandbox", "--port", "9000", "--ws-port", "9000"], "need a port each"),
+    (["kite-sandbox", "--host", "localhost"], "not an IPv4 address: use 127.0.0.1"),
+    (["kite-sandbox", "--postback-url", "ftp://x/"], "not an http(s) URL"),
+    (["kite-sandbox", "--redirect-url", "example.com/cb"], "not an http(s) URL"),
     (["trace", "abc", "--timeout", "0"], "--timeout"),
     (["halt", "--broker", "nope"], "no known kind"),
     (["resume", "--broker", "Paper"], "invalid"),
@@ -173,3 +177,17 @@ def test_cli_when_an_argument_is_bad_then_one_line_and_exit_2(
     assert err.strip() and says in err.strip().splitlines()[-1]
     assert out == ""  # nothing ran
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_kite_sandbox_when_only_the_api_key_is_set_then_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ALPHAPANDA_KITE__API_KEY", "mykey")
+    monkeypatch.delenv("ALPHAPANDA_KITE__API_SECRET", raising=False)
+    code = _exit_code(["kite-sandbox"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        "alphapanda: set both ALPHAPANDA_KITE__API_KEY and ALPHAPANDA_KITE__API_SECRET for the sandbox to "
+        "serve, or neither"
+    )

@@ -264,6 +264,46 @@ may be given either way.
 {{- end }}
 
 {{/*
+The Kite sandbox's object name (Deployment and Service).
+*/}}
+{{- define "alphapanda.kiteSandboxName" -}}
+{{- printf "%s-kite-sandbox" (include "alphapanda.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The zerodha broker the Kite sandbox serves, or empty when kiteSandbox is off. Exactly one: the
+sandbox serves one api key and, like a Kite app, posts order updates to one URL.
+*/}}
+{{- define "alphapanda.kiteSandboxBroker" -}}
+{{- if .Values.kiteSandbox.enabled }}
+{{- $zerodha := list }}
+{{- range include "alphapanda.brokers" . | fromJsonArray }}{{ if eq (first (splitList "-" .)) "zerodha" }}{{ $zerodha = append $zerodha . }}{{ end }}{{ end }}
+{{- if ne (len $zerodha) 1 }}
+{{- fail (printf "kiteSandbox.enabled: the sandbox serves exactly one zerodha broker (one api key, one postback URL), but the brokers have %d (%s): run exactly one, e.g. --set 'brokers={paper,zerodha}', or leave kiteSandbox off" (len $zerodha) (join ", " $zerodha | default "none")) }}
+{{- end }}
+{{- if eq (int .Values.kiteSandbox.port) (int .Values.kiteSandbox.wsPort) }}
+{{- fail (printf "kiteSandbox: port and wsPort are both %v: the REST API and the ticker need a port each" .Values.kiteSandbox.port) }}
+{{- end }}
+{{- first $zerodha }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Kite REST and ticker roots the credentialed pods use, as a JSON object: kite.root and
+kite.wsRoot, else the in-cluster sandbox's Service when it is enabled, else empty (Kite's own).
+*/}}
+{{- define "alphapanda.kiteRoots" -}}
+{{- $root := .Values.kite.root }}
+{{- $wsRoot := .Values.kite.wsRoot }}
+{{- if include "alphapanda.kiteSandboxBroker" . }}
+{{- $host := printf "%s.%s.svc.cluster.local" (include "alphapanda.kiteSandboxName" .) .Release.Namespace }}
+{{- $root = $root | default (printf "http://%s:%v" $host .Values.kiteSandbox.port) }}
+{{- $wsRoot = $wsRoot | default (printf "ws://%s:%v" $host .Values.kiteSandbox.wsPort) }}
+{{- end }}
+{{- toJson (dict "root" $root "wsRoot" $wsRoot) }}
+{{- end }}
+
+{{/*
 "true" when a strategies file is mounted into the pods (inline content or an existing ConfigMap),
 else empty: the env template and both workload templates test the same thing.
 */}}
@@ -310,11 +350,12 @@ one list for both, so a setting added for one reaches the other. Takes (dict "ct
     secretKeyRef:
       name: {{ include "alphapanda.kiteSecretName" $ctx }}
       key: {{ $ctx.Values.kite.apiSecretKey }}
-{{- with $ctx.Values.kite.root }}
+{{- $roots := include "alphapanda.kiteRoots" $ctx | fromJson }}
+{{- with $roots.root }}
 - name: ALPHAPANDA_KITE__ROOT
   value: {{ . | quote }}
 {{- end }}
-{{- with $ctx.Values.kite.wsRoot }}
+{{- with $roots.wsRoot }}
 - name: ALPHAPANDA_KITE__WS_ROOT
   value: {{ . | quote }}
 {{- end }}

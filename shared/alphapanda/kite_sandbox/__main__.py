@@ -13,7 +13,8 @@ from .server import KiteSandbox
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alphapanda.kite_sandbox", description=__doc__)
-    parser.add_argument("--port", type=int, default=0, help="REST port on 127.0.0.1 (0 = any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (0.0.0.0: every one)")
+    parser.add_argument("--port", type=int, default=0, help="REST port (0 = any free port)")
     parser.add_argument(
         "--ws-port", type=int, default=None, help="ticker port (default: --port + 1, or free)"
     )
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         ws_port=ws_port,
         redirect_url=args.redirect_url,
         config=SandboxConfig(tick_interval=args.tick_interval),
+        host=args.host,
     )
     stop = threading.Event()
 

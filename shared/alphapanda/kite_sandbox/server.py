@@ -32,12 +32,15 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 
 
-def _bind(port: int) -> socket.socket:
+ALL_INTERFACES = "0.0.0.0"
+
+
+def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit this; without it each response waits ~40 ms on delayed ACKs.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((LOOPBACK, port))
+    sock.bind((host, port))
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -49,7 +52,8 @@ class KiteSandbox:
     Point the official client at it with
     `KiteConnect(api_key, root=sandbox.root, disable_ssl=True)` and
     `KiteTicker(api_key, access_token, root=sandbox.ws_root)`. Every control method is safe to
-    call from any thread while the sandbox runs.
+    call from any thread while the sandbox runs. It listens on loopback unless `host` names
+    another IPv4 address (`ALL_INTERFACES` in a container, for other pods to reach it).
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class KiteSandbox:
         port: int = 0,
         ws_port: int = 0,
         redirect_url: str | None = None,
+        host: str = LOOPBACK,
     ) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
@@ -104,6 +109,7 @@ class KiteSandbox:
                 redirect_url=redirect_url,
             )
         )
+        self._host = host
         self._ports = (port, ws_port)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,9 +123,12 @@ class KiteSandbox:
         """Bind the ports, start serving and return once both servers accept connections."""
         if self._thread is not None:
             raise RuntimeError("sandbox already started")
-        sockets = [_bind(port) for port in self._ports]
-        self.root = f"http://{LOOPBACK}:{sockets[0].getsockname()[1]}"
-        self.ws_root = f"ws://{LOOPBACK}:{sockets[1].getsockname()[1]}"
+        sockets = [_bind(self._host, port) for port in self._ports]
+        # Bound to every interface, it is reachable on loopback too: the roots name an address
+        # a client on this machine can always use (others reach it by the machine's own name).
+        reach = LOOPBACK if self._host == ALL_INTERFACES else self._host
+        self.root = f"http://{reach}:{sockets[0].getsockname()[1]}"
+        self.ws_root = f"ws://{reach}:{sockets[1].getsockname()[1]}"
         self._thread = threading.Thread(target=self._run, args=(sockets,), name="kite-sandbox", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):

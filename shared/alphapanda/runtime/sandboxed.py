@@ -86,6 +86,17 @@ def sandbox_instruments(instruments: Iterable[Instrument]) -> list[Any]:
     ]
 
 
+def sandbox_request_token(root: str) -> str:
+    """A request token from the control API of the Kite sandbox at REST root `root`: what its
+    login page would redirect with, so a login needs no browser."""
+    try:
+        answer = requests.post(f"{root.rstrip('/')}/_sandbox/request_token", timeout=10)
+        answer.raise_for_status()
+        return str(answer.json()["request_token"])
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        raise SandboxUnavailable(f"no request token from the Kite sandbox at {root}: {exc}") from None
+
+
 def tick_interval(instruments: int, rate: float) -> float:
     """Seconds between the sandbox's market steps so that it streams about `rate` ticks/s
     (every step ticks every instrument); 0 means as fast as is sensible."""
@@ -164,10 +175,8 @@ def kite_sandbox(
         stack.callback(client.close)
         stack.enter_context(sandbox)
         for broker in brokers:
-            # `alphapanda login`'s path, with the browser step done by the sandbox's control API.
-            answer = requests.post(f"{sandbox.root}/_sandbox/request_token", timeout=5)
-            answer.raise_for_status()
-            complete_login(str(answer.json()["request_token"]), settings.kite, client, broker)
+            # `alphapanda login --sandbox`'s path.
+            complete_login(sandbox_request_token(sandbox.root), settings.kite, client, broker)
         # Order updates get a publisher of their own: they may still arrive while the run's
         # publisher is being closed.
         publisher = EventPublisher(settings.kafka.bootstrap_servers, settings.kafka.ack_timeout_s)

@@ -162,3 +162,48 @@ def test_load_when_session_is_past_its_expiry_then_error_names_alphapanda_login(
 
     with pytest.raises(SessionExpired, match=r"expired at 2026-01-05 09:00 IST: run `alphapanda login`"):
         SessionStore(redis_client, BROKER).load()
+
+
+def test_login_when_sandbox_flag_then_the_request_token_comes_from_the_sandbox_and_no_browser_is_needed(
+    env: None, sandbox: KiteSandbox, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli("login", "--sandbox") == 0
+
+    out = capsys.readouterr().out
+    session = SessionStore(redis_client, BROKER).load()
+    assert KiteConnect(API_KEY, access_token=session.access_token, root=sandbox.root).profile()["user_id"]
+    assert "/connect/login" not in out  # no login URL to visit
+    assert f"logged in as {session.user_id} for {BROKER}" in out
+
+
+@pytest.mark.parametrize(
+    ("root", "request_token", "says"),
+    [
+        (
+            "https://api.kite.trade",
+            None,
+            "--sandbox takes the request token from a Kite sandbox: set ALPHAPANDA_KITE__ROOT",
+        ),
+        ("{sandbox}", "abc", "give a request_token or --sandbox, not both"),
+        ("http://127.0.0.1:{closed}", None, "no request token from the Kite sandbox at http://127.0.0.1:"),
+    ],
+    ids=["kite_own_root", "token_given_too", "nothing_listening"],
+)
+def test_login_when_sandbox_flag_cannot_work_then_one_line_and_no_session(
+    env: None,
+    sandbox: KiteSandbox,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    root: str,
+    request_token: str | None,
+    says: str,
+) -> None:
+    from alphapanda.runtime.embedded import free_port
+
+    monkeypatch.setenv("ALPHAPANDA_KITE__ROOT", root.format(sandbox=sandbox.root, closed=free_port()))
+    code = _cli("login", *([request_token] if request_token else []), "--sandbox")
+
+    err = capsys.readouterr().err
+    assert code in (1, 2) and len(err.strip().splitlines()) == 1 and says in err
+    assert redis_client.get(keys.session(BROKER)) is None
