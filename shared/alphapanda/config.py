@@ -166,10 +166,19 @@ class KiteSettings(_Section):
         description="Percent protection on MARKET and SL-M orders; exchanges reject 0 "
         "since April 2026 (-1 lets Kite choose).",
     )
+    # Kite's limits per app (kite.trade docs, "Exceptions" page): above them the app gets 429s and breaks the
+    # retail-algo rule, so a higher setting is refused here, when the settings are read.
     orders_per_second: int = Field(
-        default=10, gt=0, description="SEBI/Kite retail-algo limit, whole deployment."
+        default=10, gt=0, le=10, description="Kite/SEBI retail-algo limit per app (at most 10)."
     )
-    orders_per_minute: int = Field(default=200, gt=0)
+    orders_per_minute: int = Field(
+        default=200, gt=0, le=200, description="Kite's limit per app (at most 200)."
+    )
+    orders_per_day: int | None = Field(
+        default=None,
+        gt=0,
+        description="A cap on orders per 24 hours per app; Kite's own is unverified, so none by default.",
+    )
     request_timeout_s: float = Field(default=7.0, gt=0)
     algo_id: str = Field(default="", description="Exchange algo id to send with every order, if registered.")
     reconcile_interval_s: float = Field(

@@ -158,7 +158,9 @@ def build_app(services: Services) -> ASGIApp:
     config = services.config
     exchange = services.exchange
     limiters: dict[EndpointKind, RateLimiter] = {
-        "order_place": RateLimiter.build(config.order_rate_per_second, config.order_rate_per_minute),
+        "order_place": RateLimiter.build(
+            config.order_rate_per_second, config.order_rate_per_minute, config.order_rate_per_day
+        ),
         "quote": RateLimiter.build(config.quote_rate_per_second),
         "other": RateLimiter.build(config.other_rate_per_second),
     }

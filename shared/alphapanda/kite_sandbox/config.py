@@ -16,8 +16,11 @@ def _default_margin_rates() -> Mapping[str, Decimal]:
 class SandboxConfig:
     """Everything about the sandbox that a test may want to change.
 
-    Rate limits are per api_key; `None` switches a limit off. `tick_interval=None` stops the
-    background market clock (prices then move only through `step_market` / `set_price`).
+    Rate limits are per api_key; `None` switches a limit off. The defaults are Kite's documented
+    ones (Kite Connect docs): quote 1 r/s, order placement 10 r/s and 200/min, every other
+    endpoint 10 r/s. Kite's daily order cap is unverified (a third party says 5000/day), so
+    `order_rate_per_day` is off unless set. `tick_interval=None` stops the background market
+    clock (prices then move only through `step_market` / `set_price`).
     """
 
     user_id: str = "AB1234"
@@ -28,8 +31,9 @@ class SandboxConfig:
 
     order_rate_per_second: int | None = 10
     order_rate_per_minute: int | None = 200
-    quote_rate_per_second: int | None = None
-    other_rate_per_second: int | None = None
+    order_rate_per_day: int | None = None
+    quote_rate_per_second: int | None = 1
+    other_rate_per_second: int | None = 10
 
     tick_interval: float | None = 0.25
     heartbeat_interval: float = 1.0

@@ -1,4 +1,5 @@
-"""Sliding-window request limits, as Kite applies per api_key (10 orders/s, 200 orders/min)."""
+"""Sliding-window request limits, as Kite applies per api_key (10 orders/s, 200 orders/min,
+quote 1 r/s, other endpoints 10 r/s)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,14 @@ class RateLimiter:
         return True
 
     @classmethod
-    def build(cls, per_second: int | None, per_minute: int | None = None) -> RateLimiter:
+    def build(
+        cls, per_second: int | None, per_minute: int | None = None, per_day: int | None = None
+    ) -> RateLimiter:
         windows: list[SlidingWindow] = []
         if per_second is not None:
             windows.append(SlidingWindow(per_second, 1.0))
         if per_minute is not None:
             windows.append(SlidingWindow(per_minute, 60.0))
+        if per_day is not None:
+            windows.append(SlidingWindow(per_day, 86_400.0))
         return cls(*windows)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -46,7 +47,9 @@ def test_quote_when_requested_then_ohlc_depth_and_ltp_match_sandbox_price(
     assert isinstance(infy["timestamp"], dt.datetime)
     assert len(infy["depth"]["buy"]) == len(infy["depth"]["sell"]) == 5
     assert infy["depth"]["buy"][0]["price"] < 1512.35 < infy["depth"]["sell"][0]["price"]
+    time.sleep(1.05)  # Kite allows one quote request a second (facts.md section 7)
     assert kite.ltp("NSE:INFY")["NSE:INFY"] == {"instrument_token": INFY_TOKEN, "last_price": 1512.35}
+    time.sleep(1.05)
     assert kite.ohlc("NSE:INFY")["NSE:INFY"]["ohlc"]["high"] >= 1512.35
 
 

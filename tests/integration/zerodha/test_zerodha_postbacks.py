@@ -192,6 +192,30 @@ def test_postback_when_checksum_is_not_kites_then_401_and_no_state_or_event_chan
     assert _snapshot(live) == before
 
 
+def test_postback_when_checksum_is_not_ascii_hex_then_401_not_a_server_error(live: Live) -> None:
+    # facts.md line 164: "checksum = SHA-256(order_id + order_timestamp + api_secret) (hex)". The
+    # URL is public: a body whose checksum is not that hex digest is refused, whatever it holds.
+    forged: dict[str, Any] = {
+        "order_id": "2601050000000000998",
+        "order_timestamp": "2026-01-05 10:00:00",
+        "status": "COMPLETE",
+        "tag": "apforged",
+        "quantity": 5,
+        "filled_quantity": 5,
+        "average_price": 800,
+        "instrument_token": SBIN,
+    }
+    before = _snapshot(live)
+
+    answers = [
+        requests.post(live.server.url, json={**forged, "checksum": "é" * 64}, timeout=5),
+        requests.post(live.server.url, json={**forged, "checksum": "\u0663" * 64}, timeout=5),
+    ]
+
+    assert [a.status_code for a in answers] == [401, 401]
+    assert _snapshot(live) == before
+
+
 def test_postback_when_kite_rejects_the_order_then_orders_failed_with_message_and_reservation_given_back(
     live: Live,
 ) -> None:

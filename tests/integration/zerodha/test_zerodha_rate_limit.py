@@ -14,6 +14,7 @@ from zerodha_env import API_KEY, BROKER, validated
 
 from alphapanda.brokers.zerodha.errors import KiteThrottled
 from alphapanda.brokers.zerodha.rate_limit import OrderRateLimiter
+from alphapanda.brokers.zerodha.session import complete_login
 from alphapanda.brokers.zerodha.trader import ZerodhaTrader
 from alphapanda.config import KiteSettings
 from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
@@ -134,3 +135,63 @@ def test_handle_when_three_traders_place_at_once_then_the_deployment_rate_holds_
     assert _RecordingKite.throttled == []
     # Any 4 placements span at least a second (a little slack for the client's own timing).
     assert min(calls[i + 3] - calls[i] for i in range(len(calls) - 3)) > 0.95
+
+
+def test_handle_when_two_zerodha_brokers_place_through_one_kite_app_then_they_share_its_order_rate(
+    sandbox: KiteSandbox, kite_settings: KiteSettings, access_token: str, redis_server: EmbeddedRedis
+) -> None:
+    # facts.md line 160 ("strict 10 orders/s") and line 166 ("order placement 10 r/s, ... 200
+    # orders/min"): Kite counts per app (api_key). Every zerodha-kind broker of a deployment
+    # places through the one configured app (settings.kite), so they draw from one window.
+    other = "zerodha-b"
+    complete_login(
+        sandbox.issue_request_token(), kite_settings, redis.Redis.from_url(redis_server.url), other
+    )
+    settings = kite_settings.model_copy(update={"orders_per_second": 3, "orders_per_minute": 200})
+    _RecordingKite.calls, _RecordingKite.throttled = [], []
+
+    def client(token: str) -> Any:
+        return _RecordingKite(API_KEY, access_token=token, root=sandbox.root, disable_ssl=True)
+
+    trader = ZerodhaTrader(frozenset({BROKER, other}), settings, clients=client, throttle_backoff_s=0.02)
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def place(broker: str) -> None:
+        store = RedisStateStore(redis.Redis.from_url(redis_server.url), 3600)
+        start.wait()
+        for i in range(3):
+            try:
+                trader.handle(validated(f"app-{broker}-{i}", broker=broker), store)
+            except BaseException as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=place, args=(b,)) for b in (BROKER, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    calls = sorted(_RecordingKite.calls)
+    assert failures == []
+    assert len(sandbox.orders()) == 6 and len(calls) == 6
+    # Any 4 placements through the app span at least a second, whichever broker placed them.
+    assert min(calls[i + 3] - calls[i] for i in range(len(calls) - 3)) > 0.95
+
+
+def test_acquire_when_daily_cap_configured_then_refused_once_spent_and_until_the_day_is_over(
+    redis_server: EmbeddedRedis,
+) -> None:
+    # facts.md line 166: "Daily order cap unverified (third-party says 5000/day)": configurable.
+    client = redis.Redis.from_url(redis_server.url)
+    limiter = OrderRateLimiter(client, "daily-app", per_second=100, per_minute=100, per_day=2, max_wait_s=0.2)
+    limiter.acquire()
+    limiter.acquire()
+
+    wait = limiter.try_acquire()
+
+    assert 86_000 < wait <= 86_400
+    with pytest.raises(KiteThrottled):
+        limiter.acquire()
+    # Without a daily cap (the default) only the second and minute windows apply.
+    assert OrderRateLimiter(client, "daily-app-2", per_second=100, per_minute=100).try_acquire() == 0

@@ -3,7 +3,7 @@
     trader.py        ZerodhaTrader, the trading-engine stage of zerodha brokers (claims, lookups)
     ledger.py        the signal claim's states in Redis (placing / unknown / done)
     orders.py        pure: order tag, place_order parameters, the order context
-    rate_limit.py    OrderRateLimiter: one Lua sliding window for the whole deployment
+    rate_limit.py    OrderRateLimiter: one Lua sliding window per Kite app, for the whole deployment
     errors.py        what a Kite failure means (rejected, token, throttled, unknown)
     session.py       login, the access token in Redis, halt on a refused token, resume on login
     client.py        the KiteConnect client, built one way (debug logging off)

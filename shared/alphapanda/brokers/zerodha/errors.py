@@ -25,12 +25,14 @@ class KiteFailure(Enum):
 
 def classify(exc: BaseException) -> KiteFailure | None:
     """The meaning of `exc` raised by a Kite call, or None if it is not a Kite or network failure."""
+    if isinstance(exc, kex.KiteException) and getattr(exc, "code", None) == 429:
+        # The client raises the class the body names, with the HTTP status as `code`: a 429 is
+        # Kite's rate limit whatever the class, and it refused before doing anything.
+        return KiteFailure.THROTTLED
     if isinstance(exc, kex.TokenException):
         return KiteFailure.TOKEN
     if isinstance(exc, kex.InputException | kex.OrderException | kex.PermissionException):
         return KiteFailure.REJECTED
-    if isinstance(exc, kex.NetworkException) and getattr(exc, "code", None) == 429:
-        return KiteFailure.THROTTLED
     if isinstance(exc, kex.KiteException | requests.RequestException):
         return KiteFailure.UNKNOWN
     return None

@@ -1,11 +1,14 @@
 """Redis keys of the Zerodha (Kite Connect) adapter.
 
 Broker-scoped keys start with `{broker}:` like every other broker key (state/keys.py), so a
-second Zerodha broker never shares a session, a claim or a rate window with the first. The
-instrument master is market reference data, broker-independent like `market:quote:*`.
+second Zerodha broker never shares a session or a claim with the first. The order-rate windows
+are the Kite app's (per api_key), because that is what Kite limits. The instrument master is
+market reference data, broker-independent like `market:quote:*`.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from alphapanda.state import keys as core_keys
 
@@ -44,9 +47,19 @@ def update_claim(broker: str, kite_order_id: str, filled_quantity: int, status: 
     return core_keys.claim(broker, ORDER_UPDATES, part)
 
 
-def order_rate(broker: str, window: str) -> str:
-    """Sliding window of order placements (sorted set of timestamps), shared by all instances."""
-    return f"{broker}:kite:orders:{window}"
+def kite_app(api_key: str) -> str:
+    """A short stable name for the Kite app behind `api_key` (the key itself stays out of Redis)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def order_rate(app: str, window: str) -> str:
+    """Sliding window of order placements (sorted set of timestamps) of one Kite app.
+
+    Kite and SEBI count orders per app (api_key), not per broker name: every zerodha-kind broker
+    of a deployment places through the one configured app, so all of them, on every instance,
+    draw from the same windows.
+    """
+    return f"kite:app:{app}:orders:{window}"
 
 
 INSTRUMENTS = "market:instruments"

@@ -1,9 +1,12 @@
-"""One order-rate limit for the whole deployment, shared by every instance through Redis.
+"""One order-rate limit per Kite app, shared by every instance and broker through Redis.
 
 Kite (and, from April 2026, SEBI's retail-algo rules) allow 10 orders/s and 200 orders/min per
-app. Every trading-engine instance draws from the same sliding windows, kept as sorted sets of
-admission times and changed by one Lua script, so two instances can never both take the last
-slot. Time comes from Redis (`TIME`), not from the instances, so their clock skew does not matter.
+app (Kite Connect docs; `KiteSettings` refuses higher limits); a daily cap is unverified, so
+it is optional (`ALPHAPANDA_KITE__ORDERS_PER_DAY`). Every trading-engine
+instance, and every zerodha-kind broker placing through the same app, draws from the same
+sliding windows, kept as sorted sets of admission times and changed by one Lua script, so two
+instances can never both take the last slot. Time comes from Redis (`TIME`), not from the
+instances, so their clock skew does not matter.
 """
 
 from __future__ import annotations
@@ -45,23 +48,31 @@ return 0
 
 
 class OrderRateLimiter:
-    """`acquire()` before every order placement; it waits for a free slot, up to `max_wait_s`."""
+    """`acquire()` before every order placement; it waits for a free slot, up to `max_wait_s`.
+
+    `app` names the Kite app (`keys.kite_app(api_key)`); `per_day`, if given, adds a sliding
+    24-hour window, which never admits more than `per_day` orders in any calendar day either.
+    """
 
     def __init__(
         self,
         client: redis.Redis,
-        broker: str,
+        app: str,
         per_second: int,
         per_minute: int,
         *,
+        per_day: int | None = None,
         max_wait_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if per_second <= 0 or per_minute <= 0:
+        if per_second <= 0 or per_minute <= 0 or (per_day is not None and per_day <= 0):
             raise ValueError("order rate limits must be positive")
         self._redis = client
-        self._keys = [keys.order_rate(broker, "second"), keys.order_rate(broker, "minute")]
+        self._keys = [keys.order_rate(app, "second"), keys.order_rate(app, "minute")]
         self._limits = [per_second, 1000, per_minute, 60_000]
+        if per_day is not None:
+            self._keys.append(keys.order_rate(app, "day"))
+            self._limits += [per_day, 86_400_000]
         self._max_wait_s = max_wait_s
         self._sleep = sleep
         self._script = client.register_script(_ADMIT)

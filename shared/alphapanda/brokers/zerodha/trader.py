@@ -103,6 +103,7 @@ class ZerodhaTrader:
         if not kite.api_key:
             raise ValueError("a zerodha broker needs ALPHAPANDA_KITE__API_KEY (and __API_SECRET)")
         check_market_protection(kite.market_protection)
+        self._app = keys.kite_app(kite.api_key)
         self.brokers = brokers
         self._kite = kite
         self._claim_ttl_s = claim_ttl_s
@@ -180,7 +181,7 @@ class ZerodhaTrader:
             market_protection=self._kite.market_protection,
             algo_id=self._kite.algo_id,
         )
-        self._limiter(client, ctx.broker).acquire()
+        self._limiter(client).acquire()
         attempt = ClaimRecord.placing(uuid.uuid4().hex, self._wall() + self.lease_s)
         context = (keys.order_context(ctx.broker, ctx.tag), ctx.to_json()) if raw is None else None
         held = ledger.swap(raw, attempt, aux=context)
@@ -218,7 +219,7 @@ class ZerodhaTrader:
                 if attempt == self._throttle_retries:
                     break
                 self._sleep(self._throttle_backoff_s * 2**attempt)
-                self._limiter(client, ctx.broker).acquire()
+                self._limiter(client).acquire()
                 lease = ClaimRecord.placing(uuid.uuid4().hex, self._wall() + self.lease_s)
                 renewed = ledger.swap(held, lease)
                 if renewed is None:
@@ -411,12 +412,14 @@ class ZerodhaTrader:
             cached = self._client_cache = (access_token, self._clients(access_token))
         return cached[1]
 
-    def _limiter(self, client: redis.Redis, broker: str) -> OrderRateLimiter:
+    def _limiter(self, client: redis.Redis) -> OrderRateLimiter:
+        # Kite limits the app, not the broker: every broker placing through it shares the window.
         return OrderRateLimiter(
             client,
-            broker,
+            self._app,
             self._kite.orders_per_second,
             self._kite.orders_per_minute,
+            per_day=self._kite.orders_per_day,
             max_wait_s=self._rate_wait_max_s,
             sleep=self._sleep,
         )

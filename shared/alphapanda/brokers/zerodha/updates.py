@@ -56,7 +56,10 @@ def verify_checksum(payload: Mapping[str, Any], api_secret: str) -> bool:
     order_id, stamp, given = payload.get("order_id"), payload.get("order_timestamp"), payload.get("checksum")
     if not (api_secret and isinstance(order_id, str) and isinstance(stamp, str) and isinstance(given, str)):
         return False
-    return hmac.compare_digest(postback_checksum(order_id, stamp, api_secret), given)
+    # Compared as bytes: `compare_digest` raises TypeError for str with non-ASCII characters, and
+    # a forged body must be refused (401), not crash the endpoint.
+    expected = postback_checksum(order_id, stamp, api_secret).encode()
+    return hmac.compare_digest(expected, given.encode("utf-8", "surrogatepass"))
 
 
 def kite_time(text: Any) -> datetime | None:
