@@ -153,6 +153,39 @@ def test_handle_when_error_answer_before_order_reached_kite_then_retry_raised_an
     assert submitted.data.broker_order_id == order["order_id"]
 
 
+def test_handle_when_an_unknown_outcome_is_retried_on_a_later_day_then_failed_not_placed_again(
+    sandbox: KiteSandbox,
+    access_token: str,
+    trader: ZerodhaTrader,
+    kite_settings: KiteSettings,
+    store: RedisStateStore,
+) -> None:
+    # Kite's order book lists only the day's orders: on the next day a lookup by tag cannot see
+    # an order that yesterday's lost answer may have placed, so placing again could double it.
+    sandbox.fail_next(1, 503, method="POST", path="/orders")
+    client = store.client
+    client.set(core_keys.risk_position(BROKER, SBIN), "3")
+    client.set(core_keys.risk_open_orders(BROKER), "1")
+    event = validated("unknown-overnight")
+    with pytest.raises(OrderOutcomeUnknown):
+        trader.handle(event, store)
+    next_day = ZerodhaTrader(
+        frozenset({BROKER}), kite_settings, claim_ttl_s=3600, wall=lambda: time.time() + 86_400
+    )
+
+    (failed,) = next_day.handle(event, store)
+
+    assert isinstance(failed.data, OrderFailed)
+    assert (
+        "its outcome is unknown; Kite lists only today's orders, so it is not placed again"
+        in failed.data.reason
+    )
+    assert sandbox.orders(tag=_tag(event)) == []
+    assert client.get(core_keys.risk_position(BROKER, SBIN)) == b"0"
+    assert client.get(core_keys.risk_open_orders(BROKER)) == b"0"
+    assert next_day.handle(event, store) == [failed]
+
+
 def test_handle_when_instance_died_mid_placement_then_next_one_finds_the_order_by_tag_not_placing_again(
     sandbox: KiteSandbox, access_token: str, trader: ZerodhaTrader, store: RedisStateStore, kite: Any
 ) -> None:

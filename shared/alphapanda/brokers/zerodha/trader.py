@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -53,6 +53,7 @@ from alphapanda.brokers.zerodha.rate_limit import OrderRateLimiter
 from alphapanda.brokers.zerodha.session import SessionError, SessionStore, halt_for_token
 from alphapanda.config import KiteSettings
 from alphapanda.events import (
+    IST,
     Alert,
     Event,
     EventType,
@@ -172,6 +173,16 @@ class ZerodhaTrader:
             found = self._lookup(kite, ctx, ledger, raw, client)
             if found is not None:
                 return self._placed(ledger, raw, event, ctx, str(found["order_id"]))
+            earlier = self._attempt_day(record)
+            if earlier != self._attempt_day(None):
+                # Kite lists only the day's orders, so "not found" proves nothing about an attempt
+                # made on an earlier day: placing now could make it two orders (and a stale one).
+                reason = (
+                    f"order {ctx.tag} was first sent on {earlier} and its outcome is unknown; Kite lists "
+                    "only today's orders, so it is not placed again (check that day's order book; "
+                    "`alphapanda reconcile` compares the positions)"
+                )
+                return self._finish(ledger, raw, ctx, [self._failed(event, ctx, reason)], give_back=True)
             refusal = self._refusal(ctx, event, client)
             if refusal is not None:
                 return self._finish(ledger, raw, ctx, [self._failed(event, ctx, refusal)], give_back=True)
@@ -297,6 +308,16 @@ class ZerodhaTrader:
             return None
         self._mark_unknown(ledger, held, last)
         raise OrderOutcomeUnknown(f"could not list Kite's orders to find order {ctx.tag}: {last}")
+
+    def _attempt_day(self, record: ClaimRecord | None) -> date:
+        """The IST day of `record`'s attempt (when it went unknown, or its lease began), or of now."""
+        if record is None:
+            at = self._wall()
+        elif record.state == PLACING:
+            at = record.lease_until - self.lease_s
+        else:
+            at = record.since
+        return datetime.fromtimestamp(at, IST).date()
 
     def _mark_unknown(self, ledger: ClaimLedger, held: str | None, why: str) -> None:
         if held is not None:
