@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -20,6 +20,18 @@ from alphapanda.events import RuleFailure, Side, Signal
 from alphapanda.immutable import immutable
 
 ZERO = Decimal(0)
+_PAISA = Decimal("0.01")
+
+
+def _rupees(amount: Decimal) -> str:
+    """An amount for a reason: to the paisa, or exactly when it has a fraction of a paisa, so an
+    amount over its limit never reads as equal to it (Rs 130000.005 is not "Rs 130000.00")."""
+    return f"{amount:.2f}" if amount == amount.quantize(_PAISA) else f"{amount:f}"
+
+
+def _percent(deviation: Decimal) -> str:
+    """A deviation for a reason, rounded up to 0.01%: one beyond its band never shows as inside it."""
+    return f"{deviation.quantize(_PAISA, rounding=ROUND_UP):f}"
 
 
 class BrokerState(StrEnum):
@@ -73,6 +85,9 @@ class RiskContext:
     last_signal: LastSignal | None = None
     instrument: InstrumentLimits = InstrumentLimits()
     calendar: TradingCalendar | None = None
+    strategy_position_quantity: int | None = None
+    """The signal's strategy's own share of `position_quantity` (its reserved net quantity); None
+    when the strategy is the only one holding the instrument (then it is `position_quantity`)."""
 
     @property
     def order_price(self) -> Decimal:
@@ -81,7 +96,9 @@ class RiskContext:
         Not the latest quote: a decision that depends only on the signal and the ledger is the
         same on every replay, and the price band rule already keeps the two close.
         """
-        return self.signal.limit_price or self.signal.reference_price
+        # `is not None`, not `or`: a limit of 0 is a bad price to refuse, not "no limit".
+        limit = self.signal.limit_price
+        return limit if limit is not None else self.signal.reference_price
 
     @property
     def position_after(self) -> int:
@@ -89,8 +106,23 @@ class RiskContext:
 
     @property
     def reduces(self) -> bool:
-        """True when the signal brings the position closer to flat without crossing through it."""
+        """True when the signal brings a position closer to flat without crossing through it: the
+        broker's net position, or its strategy's own.
+
+        The broker's net, because that is the exposure the broker holds. The strategy's own,
+        because with several strategies on one instrument a strategy closing its own long can
+        make the broker's net cross or grow (others hold opposite positions): refusing it would
+        trap every position under REDUCING or HALTED.
+        """
         before, after = self.position_quantity, self.position_after
+        return (abs(after) < abs(before) and after * before >= 0) or self.strategy_reduces
+
+    @property
+    def strategy_reduces(self) -> bool:
+        """True when the signal brings its strategy's own position closer to flat without crossing it."""
+        own = self.strategy_position_quantity
+        before = self.position_quantity if own is None else own
+        after = before + self.signal.side.sign * self.signal.quantity
         return abs(after) < abs(before) and after * before >= 0
 
 
@@ -134,10 +166,19 @@ class MaxOrderValue:
     name: str = "max_order_value"
 
     def check(self, ctx: RiskContext) -> str | None:
-        value = ctx.order_price * ctx.signal.quantity
+        price = ctx.order_price
+        if price <= 0:
+            # A negative price gives a negative value (which passes every limit and reserves
+            # negative exposure); no order can be valued at it.
+            which = "limit price" if ctx.signal.limit_price is not None else "price"
+            return f"{which} {price} is not positive: the order cannot be valued"
+        value = price * ctx.signal.quantity
         limit = ctx.limits.max_order_value
-        if value > limit:
-            return f"order value Rs {value:.2f} exceeds the limit of Rs {limit:.2f}"
+        # The operator's (or square-off's) flatten closes a position in one order; a position may
+        # legitimately be worth more than one order (max_position_value > max_order_value), and a
+        # refused flatten would leave a HALTED broker unable to close it.
+        if value > limit and not (ctx.signal.flatten and ctx.reduces):
+            return f"order value Rs {_rupees(value)} exceeds the limit of Rs {_rupees(limit)}"
         return None
 
 
@@ -164,7 +205,8 @@ class MaxPositionValue:
         limit = ctx.limits.max_position_value
         if value > limit and not ctx.reduces:
             return (
-                f"position value would be Rs {value:.2f}, beyond the per-instrument limit of Rs {limit:.2f}"
+                f"position value would be Rs {_rupees(value)}, beyond the per-instrument limit of "
+                f"Rs {_rupees(limit)}"
             )
         return None
 
@@ -176,7 +218,10 @@ class MaxGrossExposure:
     def check(self, ctx: RiskContext) -> str | None:
         limit = ctx.limits.max_gross_exposure
         if ctx.gross_after > limit and not ctx.reduces:
-            return f"gross exposure would be Rs {ctx.gross_after:.2f}, beyond the broker's Rs {limit:.2f}"
+            return (
+                f"gross exposure would be Rs {_rupees(ctx.gross_after)}, "
+                f"beyond the broker's Rs {_rupees(limit)}"
+            )
         return None
 
 
@@ -186,10 +231,12 @@ class CapitalAllocation:
 
     def check(self, ctx: RiskContext) -> str | None:
         allocation = ctx.capital_allocation
-        if allocation is not None and ctx.strategy_exposure_after > allocation and not ctx.reduces:
+        # Judged on the strategy's own position, as its exposure is: a flat strategy selling against
+        # another's long shrinks the broker's net but opens a short of its own.
+        if allocation is not None and ctx.strategy_exposure_after > allocation and not ctx.strategy_reduces:
             return (
-                f"strategy {ctx.signal.strategy} would hold Rs {ctx.strategy_exposure_after:.2f}, "
-                f"beyond its allocation of Rs {allocation:.2f}"
+                f"strategy {ctx.signal.strategy} would hold Rs {_rupees(ctx.strategy_exposure_after)}, "
+                f"beyond its allocation of Rs {_rupees(allocation)}"
             )
         return None
 
@@ -233,16 +280,33 @@ class PriceBand:
     name: str = "price_band"
 
     def check(self, ctx: RiskContext) -> str | None:
-        if ctx.last_price is None:
-            return None
         band = ctx.limits.price_band_pct
-        deviation = abs(ctx.signal.reference_price - ctx.last_price) / ctx.last_price * 100
-        if deviation > band:
-            return (
-                f"signal price {ctx.signal.reference_price} is {deviation:.2f}% from the last tick "
-                f"{ctx.last_price} (band {band}%)"
+        last = ctx.last_price
+        signal = ctx.signal
+        if last is not None and last <= 0:
+            return f"the last tick price {last} is not positive: the price band cannot be judged"
+        failures = []
+        if last is not None:
+            deviation = abs(signal.reference_price - last) / last * 100
+            if deviation > band:
+                failures.append(
+                    f"signal price {signal.reference_price} is {_percent(deviation)}% from the last tick "
+                    f"{last} (band {band}%)"
+                )
+        # The order is valued (and reserved) at its limit, so the limit too must be near the
+        # market: a SELL LIMIT at Rs 1 on a Rs 1,000 stock fills at once near 1,000, yet would be
+        # valued at Rs 1. Before any tick the signal's own price stands in for the last tick.
+        limit = signal.limit_price
+        if limit is not None and limit > 0:
+            anchor, named = (
+                (last, "the last tick") if last is not None else (signal.reference_price, "the signal price")
             )
-        return None
+            deviation = abs(limit - anchor) / anchor * 100
+            if deviation > band:
+                failures.append(
+                    f"limit price {limit} is {_percent(deviation)}% from {named} {anchor} (band {band}%)"
+                )
+        return "; ".join(failures) or None
 
 
 @dataclass(frozen=True, slots=True)

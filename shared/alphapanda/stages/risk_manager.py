@@ -133,7 +133,8 @@ class RiskManager(BrokerScoped):
         token = signal.instrument_token
         ledger = inputs.ledger
         strategy_risk, limits = self._limits(signal.strategy, broker)
-        price = signal.limit_price or signal.reference_price
+        # As `RiskContext.order_price`: a limit of 0 is a price to refuse, not "no limit".
+        price = signal.limit_price if signal.limit_price is not None else signal.reference_price
         signed = signal.side.sign * signal.quantity
         gross_after, strategy_after = ledger.after(token, signed, price)
         state = inputs.state
@@ -153,6 +154,7 @@ class RiskManager(BrokerScoped):
             last_signal=inputs.last_signal,
             instrument=self.instruments.get(token, _NO_INSTRUMENT_LIMITS),
             calendar=self.calendar,
+            strategy_position_quantity=ledger.strategy_quantity(token),
         )
         failures = evaluate(ctx, self.rules)
         source = source_of(self.function.value, broker)
