@@ -10,8 +10,10 @@ Money is `Decimal` throughout. Each component is rounded half-up, per order, to 
 table names (STT to the rupee, the rest to the paisa in the shipped table). GST is charged on the
 already-rounded brokerage, exchange charge and SEBI fee, as a contract note shows them.
 
-Call `charges_for` once per executed order with its total filled quantity and average price:
-Zerodha's Rs 20 brokerage cap is per order, so charging each partial fill separately overcharges.
+Call `charges_for` once per executed order with its total filled quantity and price, or
+`charges_on_turnover` with its exact traded value when it filled in parts at several prices (an
+average price may be no finite decimal): Zerodha's Rs 20 brokerage cap is per order, so charging
+each partial fill separately overcharges.
 """
 
 from __future__ import annotations
@@ -411,10 +413,31 @@ def charges_for(fill: ChargeableFill, rates: ChargeRates) -> ChargeBreakdown:
         raise ValueError(f"quantity must be positive, got {fill.quantity}")
     if fill.price < 0:
         raise ValueError(f"price must not be negative, got {fill.price}")
-    c = _compiled(rates)
-    buy = side is Side.BUY
     with localcontext(_EXACT):
         turnover = fill.price * fill.quantity
+    return _charges_on(side is Side.BUY, turnover, _compiled(rates))
+
+
+def charges_on_turnover(side: Side, quantity: int, turnover: Decimal, rates: ChargeRates) -> ChargeBreakdown:
+    """Compute the charges of one executed order from its exact turnover, sum(price x quantity).
+
+    For an order filled in parts at different prices: its average price (turnover / quantity)
+    may be no finite decimal, and multiplied back it can fall a hair short of the turnover and
+    round a component the other way at a half rupee or half paisa. `quantity` is the order's
+    total filled quantity, checked only.
+    """
+    side = side if type(side) is Side else Side(side)
+    if not isinstance(turnover, Decimal):
+        raise TypeError(f"turnover must be a Decimal, not {type(turnover).__name__}: money is never a float")
+    if quantity <= 0:
+        raise ValueError(f"quantity must be positive, got {quantity}")
+    if turnover < 0:
+        raise ValueError(f"turnover must not be negative, got {turnover}")
+    return _charges_on(side is Side.BUY, turnover, _compiled(rates))
+
+
+def _charges_on(buy: bool, turnover: Decimal, c: _CompiledRates) -> ChargeBreakdown:
+    with localcontext(_EXACT):
         if c.brokerage_flat is not None:
             brokerage = c.brokerage_flat
         else:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Any
 
-from alphapanda.domain.charges import ChargeBreakdown, ChargeRates, ExecutedOrder, charges_for
+from alphapanda.domain.charges import ChargeBreakdown, ChargeRates, charges_on_turnover
 from alphapanda.events import ChargeLines, Side
 from alphapanda.immutable import immutable
 
 _BPS = Decimal(10000)
 _ZERO = Decimal(0)
-# The average price of a partly filled order is only an input to `charges_for`, which multiplies
-# it back by the quantity: keep enough digits that the product is the exact traded value.
+# Wide enough that the traded value of an order (a sum of price x quantity) is exact.
 _EXACT = Context(prec=50)
 _NOTHING_CHARGED = ChargeBreakdown.zero()
 """What an order has been charged before its first fill (immutable, so shared)."""
@@ -80,8 +79,8 @@ class OrderExecution:
 
     Charges are per executed ORDER (Zerodha's Rs 20 brokerage cap is per order, and each
     component is rounded per order), so a fill is charged the order's charges after it minus
-    what the earlier fills were charged: the fills of an order always sum to `charges_for` on
-    the whole order.
+    what the earlier fills were charged: the fills of an order always sum to the charges on the
+    whole order's traded value.
     """
 
     quantity: int = 0
@@ -99,10 +98,16 @@ class OrderExecution:
         self, side: Side, quantity: int, price: Decimal, rates: ChargeRates
     ) -> tuple[OrderExecution, ChargeBreakdown]:
         """Return the order after one more fill, and the charges of that fill alone."""
+        if quantity <= 0:
+            # Checked here, not only by the charges of the first fill: a later zero or negative
+            # fill would otherwise pass and be charged nothing, or refunded charges.
+            raise ValueError(f"a fill's quantity must be positive, got {quantity}")
         with localcontext(_EXACT):
             value = self.value + price * quantity
             total_quantity = self.quantity + quantity
-            whole = charges_for(ExecutedOrder(side, total_quantity, value / total_quantity), rates)
+            # Charged on the exact traded value, never on an average price multiplied back:
+            # 2500 / 3 is no finite decimal, and 3 x 833.33...3 rounds STT of Rs 2.50 down.
+            whole = charges_on_turnover(side, total_quantity, value, rates)
         if self.charged is _NOTHING_CHARGED:
             # Nothing charged yet (a new order's first fill): `whole - 0` is `whole` itself, to
             # the digit (each component is rounded to paise, and x - Decimal(0) keeps x's

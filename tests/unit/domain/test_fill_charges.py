@@ -80,7 +80,8 @@ def test_after_fill_when_any_split_then_fills_sum_to_the_orders_charges_per_comp
         executed, charge = executed.after_fill(side, quantity, D(paise) / 100, rates)
         paid.append(charge)
 
-    whole = charges_for(ExecutedOrder(side, executed.quantity, executed.average_price), rates)
+    # On the exact traded value (one unit at the whole value), not an average multiplied back.
+    whole = charges_for(ExecutedOrder(side, 1, executed.value), rates)
     for component in ("brokerage", "stt", "exchange_txn", "sebi", "gst", "stamp_duty"):
         assert sum(getattr(c, component) for c in paid) == getattr(whole, component)
     assert all(c.total >= 0 for c in paid)
