@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Collection
+from dataclasses import field
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -77,45 +78,112 @@ class Position:
     realised_pnl: Decimal = ZERO
     product: str = "MIS"
     """The product of the fills that built the position (MIS is squared off intraday)."""
+    cost: Decimal | None = field(default=None, compare=False)
+    """What the open quantity cost, exactly, when `average_price` is not exact (a 28-digit
+    quotient such as 302 / 3); None when the cost is exactly |net_quantity| x `average_price`.
+
+    Realised PnL is taken from it, so a round trip realises exactly what it received less what
+    it paid, however many fills built and closed it (see `apply_fill`). Not compared: two
+    positions that differ only in it hold the same quantity at the same average."""
+
+    @property
+    def basis(self) -> Decimal:
+        """What the open quantity cost (|net_quantity| x average price, exactly)."""
+        return self.cost if self.cost is not None else self.average_price * abs(self.net_quantity)
 
     def unrealised_pnl(self, mark: Decimal) -> Decimal:
-        move = mark - self.average_price
-        # Flat or unmoved is exactly 0 (a short times 0 would be Decimal's "-0").
-        return move * self.net_quantity if move and self.net_quantity else ZERO
+        q = self.net_quantity
+        if self.cost is None:
+            move = mark - self.average_price
+            # Flat or unmoved is exactly 0 (a short times 0 would be Decimal's "-0").
+            return move * q if move and q else ZERO
+        # Marked against the exact cost: realised + unrealised is then exactly the cash the
+        # fills moved plus the position's value at `mark`.
+        pnl = mark * q - self.cost if q > 0 else mark * q + self.cost
+        return pnl if pnl else ZERO
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        raw = {
             "q": self.net_quantity,
             "avg": str(self.average_price),
             "rpnl": str(self.realised_pnl),
             "p": self.product,
         }
+        if self.cost is not None:
+            raw["cost"] = str(self.cost)
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Position:
-        return cls(raw["q"], Decimal(raw["avg"]), Decimal(raw["rpnl"]), raw.get("p", "MIS"))
+        cost = raw.get("cost")
+        return cls(
+            raw["q"],
+            Decimal(raw["avg"]),
+            Decimal(raw["rpnl"]),
+            raw.get("p", "MIS"),
+            Decimal(cost) if cost is not None else None,
+        )
+
+
+def _cost_kept(cost: Decimal, average: Decimal, quantity: int) -> Decimal | None:
+    """`cost` as `Position.cost` keeps it: None when the average prices it exactly."""
+    # One rounding, of average x quantity - cost: 0 only if the product is exactly the cost
+    # (a product rounded to 28 digits could equal it for an inexact average).
+    return None if not average.fma(abs(quantity), -cost) else cost
+
+
+def _share(cost: Decimal, closed: int, held: int) -> Decimal:
+    """The part of `cost` (of `held` units) that `closed` of them carry away, to 10^-12 rupee.
+
+    Rounded to a fixed quantum so that what stays (`cost` less the share) is exact: the shares
+    of a position closed in parts then add up to exactly what it cost."""
+    share = cost * closed / held
+    return share.quantize(_KEPT_QUANTUM) if share.adjusted() <= _KEPT_TOTAL_MAX_ADJUSTED else share
+
+
+_ONE = Decimal(1)
+
+
+def _tidy(amount: Decimal) -> Decimal:
+    """`amount` without the trailing zeros a share's 12 decimals leave (0E-12 -> 0, 1.500000 -> 1.5)."""
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= -2:
+        return amount
+    tidy = amount.normalize()
+    return tidy.quantize(_ONE) if tidy == tidy.to_integral_value() else tidy
 
 
 def apply_fill(position: Position, side: Side, quantity: int, price: Decimal) -> Position:
     """Return the position after a fill: weighted average on adds, realised PnL on reductions.
 
     A fill that crosses through flat closes the old position at `price` and opens the rest on
-    the other side at `price`.
+    the other side at `price`. A reduction realises the fill's value less the cost of the part
+    closed, so a position closed (in one fill or many) realises exactly what it received less
+    what it paid, even when its average price is a rounded quotient.
     """
     signed = side.sign * quantity
     q = position.net_quantity
     if q == 0 or (q > 0) == (signed > 0):
         new_q = q + signed
-        avg = (position.average_price * abs(q) + price * quantity) / abs(new_q)
-        return Position(new_q, avg, position.realised_pnl, position.product)
+        cost = position.basis + price * quantity
+        avg = cost / abs(new_q)
+        return Position(new_q, avg, position.realised_pnl, position.product, _cost_kept(cost, avg, new_q))
     closed = min(abs(q), quantity)
     direction = 1 if q > 0 else -1
-    realised = position.realised_pnl + (price - position.average_price) * closed * direction
     new_q = q + signed
+    remaining: Decimal | None = None
+    if position.cost is None:
+        # The average is exact: so is (price - average) x closed.
+        realised = position.realised_pnl + (price - position.average_price) * closed * direction
+    else:
+        share = position.cost if closed == abs(q) else _share(position.cost, closed, abs(q))
+        remaining = position.cost - share
+        realised = _tidy(position.realised_pnl + (price * closed - share) * direction)
     if new_q == 0:
         return Position(0, ZERO, realised, position.product)
     if (new_q > 0) == (q > 0):
-        return Position(new_q, position.average_price, realised, position.product)
+        kept = None if remaining is None else _cost_kept(remaining, position.average_price, new_q)
+        return Position(new_q, position.average_price, realised, position.product, kept)
     return Position(new_q, price, realised, position.product)
 
 
@@ -155,7 +223,9 @@ class Book:
         new_pos = apply_fill(self.position(token), side, quantity, price)
         if product is not None and product != new_pos.product:
             # Built directly (not `dataclasses.replace`, slow on this per-fill path).
-            new_pos = Position(new_pos.net_quantity, new_pos.average_price, new_pos.realised_pnl, product)
+            new_pos = Position(
+                new_pos.net_quantity, new_pos.average_price, new_pos.realised_pnl, product, new_pos.cost
+            )
         positions = self.positions
         i = bisect_left(positions, token, key=_token)
         # Kept sorted by token: the slot of `token` is replaced, or a new one inserted in order.

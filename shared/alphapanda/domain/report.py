@@ -22,6 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from alphapanda.domain.portfolio import Position, apply_fill
 from alphapanda.events import Side
 from alphapanda.immutable import immutable
 
@@ -74,8 +75,7 @@ class EquityPoint:
 
 @dataclass(slots=True)
 class _Holding:
-    quantity: int = 0
-    average: Decimal = ZERO
+    position: Position = field(default_factory=Position)
     trip_pnl: Decimal = ZERO
     """Realised PnL less charges of the round trip now open (flat -> ... -> flat)."""
 
@@ -110,18 +110,16 @@ class EquityTracker:
         self.cash -= signed * fill.price
         self.charges += fill.charges
         h.trip_pnl -= fill.charges
-        q = h.quantity
-        if q == 0 or (q > 0) == (signed > 0):
-            h.average = (h.average * abs(q) + fill.price * fill.quantity) / abs(q + signed)
-            h.quantity = q + signed
-        else:
-            closed = min(abs(q), fill.quantity)
-            h.trip_pnl += (fill.price - h.average) * closed * (1 if q > 0 else -1)
-            h.quantity = q + signed
-            if h.quantity == 0 or (h.quantity > 0) != (q > 0):
-                self.trips.append(h.trip_pnl)
-                h.trip_pnl = ZERO
-                h.average = fill.price if h.quantity else ZERO
+        before = h.position
+        # The portfolio manager's own accounting (exact cost on closes), so a trip's PnL is
+        # exactly what it received less what it paid and charges.
+        after = apply_fill(before, fill.side, fill.quantity, fill.price)
+        h.position = after
+        h.trip_pnl += after.realised_pnl - before.realised_pnl
+        q, new_q = before.net_quantity, after.net_quantity
+        if q and (new_q == 0 or (new_q > 0) != (q > 0)):
+            self.trips.append(h.trip_pnl)
+            h.trip_pnl = ZERO
         self.marks[fill.instrument_token] = fill.price
 
     def on_mark(self, token: int, price: Decimal, at: datetime) -> None:
@@ -152,17 +150,24 @@ class EquityTracker:
         self._last_at = at
 
     def finish(self) -> None:
-        """Sample the closing equity (unless the last sample is already at the last mark)."""
-        if self._last_at is not None and (not self.curve or self.curve[-1].at != self._last_at):
-            self.curve.append(self._point(self._last_at))
+        """Sample the closing equity at the last mark: a sample already at that instant is
+        replaced, since fills and marks may have followed it at the same exchange time."""
+        if self._last_at is None:
+            return
+        point = self._point(self._last_at)
+        if self.curve and self.curve[-1].at == self._last_at:
+            self.curve[-1] = point
+        else:
+            self.curve.append(point)
 
     def _point(self, at: datetime) -> EquityPoint:
         value, gross = ZERO, ZERO
         for (_strategy, token), h in self._holdings.items():
-            if h.quantity:
-                mark = self.marks.get(token, h.average)
-                value += h.quantity * mark
-                gross += abs(h.quantity) * mark
+            q = h.position.net_quantity
+            if q:
+                mark = self.marks.get(token, h.position.average_price)
+                value += q * mark
+                gross += abs(q) * mark
         return EquityPoint(at, self.starting_cash + self.cash - self.charges + value, gross)
 
 
@@ -268,7 +273,9 @@ def build_report(
     curve = tracker.curve
     equity = [p.equity for p in curve]
     final = equity[-1] if equity else tracker.starting_cash
-    drawdown, drawdown_pct = max_drawdown(equity)
+    # From the starting cash: a run whose first sample is already down (a fill and its charges
+    # on the first tick) has fallen from it.
+    drawdown, drawdown_pct = max_drawdown([tracker.starting_cash, *equity])
     wins = sum(1 for pnl in tracker.trips if pnl > 0)
     in_market = sum(1 for p in curve if p.gross_exposure > 0)
     bar = tracker.bar_seconds
@@ -307,7 +314,7 @@ def plot_svg(report: Report, width: int = 900, height: int = 420) -> str:
             '<text x="20" y="40">not enough equity samples to plot</text></svg>'
         )
     eq = [float(p.equity) for p in curve]
-    peak, dd = eq[0], []
+    peak, dd = max(eq[0], float(report.starting_cash)), []
     for v in eq:
         peak = max(peak, v)
         dd.append(v - peak)
