@@ -114,6 +114,8 @@ def broker_name(text: str) -> str:
 
 def existing_file(text: str) -> Path:
     path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: name a file in it")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return path

@@ -7,8 +7,10 @@ the command is not one of these (cli.py tries each command module in turn).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +28,10 @@ from alphapanda.events import Event
 from alphapanda.feed import TickStamper
 
 if TYPE_CHECKING:
+    from alphapanda.domain.instruments import Instrument
+    from alphapanda.runtime.bootstrap import Core
     from alphapanda.runtime.tickfiles import TickRow
+    from alphapanda.state.store import StateStore
 
 PLOT_SUFFIXES = (".png", ".svg", ".html", ".htm")
 DEFAULT_START = "2026-01-05T09:15:00+05:30"
@@ -96,32 +101,171 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def backtest_settings(broker: str, strategies: Path | None, **extra: Any) -> Settings:
-    from alphapanda.topics import broker_kind
+    from alphapanda.topics import broker_kind, is_replay_broker
 
     try:
-        if broker_kind(broker) != "paper":
-            raise ConfigError(f"--broker {broker}: a backtest trades a paper broker (paper, paper-2, ...)")
+        kind = broker_kind(broker)
     except ValueError as exc:
         raise ConfigError(f"--broker {broker}: {exc}") from None
+    if kind != "paper" or is_replay_broker(broker):
+        # A replay broker's matcher takes only ticks `alphapanda replay` stamped for it: none here.
+        raise ConfigError(f"--broker {broker}: a backtest trades a paper broker (paper, paper-2, ...)")
+    if strategies is not None:
+        check_strategies_file(strategies)
     overrides: dict[str, Any] = {"brokers": (broker,), **extra}
     if strategies is not None:
         overrides["strategies_file"] = strategies
     return load_settings(**overrides)
 
 
+def check_strategies_file(path: Path) -> None:
+    """Refuse, in one line, a strategies file that is not text, not YAML, or has no `strategies:` list
+    (the entries themselves are checked when the strategies are built)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"--strategies {path}: not a text file: give a strategies YAML file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"--strategies {path}{where}: not valid YAML: {problem} "
+            "(see the shipped alphapanda/data/strategies.yaml)"
+        ) from None
+    if not isinstance(doc, dict) or "strategies" not in doc:
+        found = "nothing" if doc is None else f"a {type(doc).__name__}"
+        if isinstance(doc, dict):
+            found = "keys " + ", ".join(map(str, doc)) if doc else "an empty mapping"
+        raise ConfigError(
+            f"--strategies {path}: found {found}, not a `strategies:` list at the top "
+            "(see the shipped alphapanda/data/strategies.yaml)"
+        )
+
+
+def check_broker_traded(core: Core, broker: str, strategies: Path | None) -> None:
+    """Refuse a run in which no strategy trades `broker`: its report would be empty."""
+    if any(broker in spec.brokers for spec in core.strategies):
+        return
+    origin = str(strategies) if strategies is not None else "the shipped strategies.yaml"
+    listed = sorted({b for spec in core.strategies for b in spec.brokers})
+    raise ConfigError(
+        f"--broker {broker}: no strategy in {origin} trades on it (they list {', '.join(listed)}): "
+        f"add {broker} to a strategy's brokers, or pick one of those"
+    )
+
+
+class FileTicks:
+    """What passes in a tick file's rows: the first and last tick times and, in [start, end), the
+    ticks of instruments the instrument list does not hold (no strategy can trade them) and the
+    ticks that repeat their instrument's previous tick exactly (a file recorded twice?)."""
+
+    def __init__(
+        self, instruments: Iterable[Instrument], start: datetime | None = None, end: datetime | None = None
+    ) -> None:
+        self._known = {i.instrument_token: i.tradingsymbol for i in instruments}
+        self._start, self._end = start, end
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.unknown: Counter[tuple[int, str]] = Counter()
+        self.repeats = 0
+        self.first_repeat: TickRow | None = None
+
+    def watching(self, rows: Iterable[TickRow]) -> Iterator[TickRow]:
+        known, unknown, start, end = self._known, self.unknown, self._start, self._end
+        previous: dict[int, TickRow] = {}
+        for row in rows:
+            at = row.exchange_timestamp
+            if self.first is None:
+                self.first = at
+            self.last = at
+            if (start is None or at >= start) and (end is None or at < end):
+                token = row.instrument_token
+                if known.get(token) != row.tradingsymbol:
+                    unknown[(token, row.tradingsymbol)] += 1
+                before = previous.get(token)
+                # Every field but the stream's counter (and no event): the same tick again.
+                if before is not None and before.exchange_timestamp == at and before[:13] == row[:13]:
+                    self.repeats += 1
+                    self.first_repeat = self.first_repeat or row
+                previous[token] = row
+            yield row
+
+    def repeat_note(self, path: Path) -> str | None:
+        """One line on ticks given twice (each was traded as given), or None."""
+        row = self.first_repeat
+        if row is None:
+            return None
+        return (
+            f"alphapanda: note: {self.repeats:,} ticks in {path} repeat their instrument's previous "
+            f"tick exactly (the first: {row.instrument_token} {row.tradingsymbol} at "
+            f"{row.exchange_timestamp.isoformat()}) and were traded again: if the file was recorded "
+            "twice, remove the repeated lines"
+        )
+
+    def unknown_note(self, path: Path) -> str | None:
+        """One line naming the instruments nobody could trade, or whose symbol is not the
+        instrument list's for their token (traded by token), or None."""
+        unknown = Counter({k: n for k, n in self.unknown.items() if k[0] not in self._known})
+        renamed = Counter({k: n for k, n in self.unknown.items() if k[0] in self._known})
+        parts = []
+        if unknown:
+            parts.append(
+                f"{sum(unknown.values()):,} ticks in {path} are of instruments not in the instrument "
+                f"list, so no strategy traded them: {_some(unknown)}"
+            )
+        if renamed:
+            named = _some(renamed, lambda token, symbol: f"{token} {symbol}, listed as {self._known[token]}")
+            parts.append(
+                f"{sum(renamed.values()):,} ticks in {path} name another tradingsymbol than the "
+                f"instrument list's for their token, and were traded as the token's: {named}"
+            )
+        if not parts:
+            return None
+        return (
+            f"alphapanda: note: {'; '.join(parts)} (check the instrument_token and tradingsymbol "
+            "columns, or set ALPHAPANDA_INSTRUMENTS_FILE)"
+        )
+
+    def empty_window(self, start: datetime | None, end: datetime | None) -> str:
+        """Why the window [start, end) holds none of the file's ticks."""
+        if self.first is None or self.last is None:
+            return "the file has none"
+        if end is not None and self.first >= end:
+            return f"the file starts at {self.first.isoformat()}, not before --to {end.isoformat()}"
+        if start is not None and self.last < start:
+            return f"the file ends at {self.last.isoformat()}, before --from {start.isoformat()}"
+        return "the --from/--to window selects none"
+
+
+def _some(counts: Counter[tuple[int, str]], show: Callable[[int, str], str] = lambda t, s: f"{t} {s}") -> str:
+    """The most frequent (token, symbol) pairs of `counts`, and how many more."""
+    named = [show(token, symbol) for (token, symbol), _ in counts.most_common(5)]
+    if len(counts) > len(named):
+        named.append(f"and {len(counts) - len(named)} more")
+    return ", ".join(named)
+
+
 def tick_source(
-    args: argparse.Namespace, settings: Settings
+    args: argparse.Namespace, settings: Settings, watch: FileTicks | None = None
 ) -> tuple[Iterator[Event] | Iterator[TickRow], int | None]:
     """The run's ticks, and how many there will be if known: a tick file as validated rows (the
-    backtest turns the few that cause events into events), simulated ticks as stamped events."""
+    backtest turns the few that cause events into events), simulated ticks as stamped events.
+    `watch` sees the file's rows as they pass, before the --from/--to cut."""
     from alphapanda.runtime.backtest import between, between_rows
     from alphapanda.runtime.bootstrap import build_core
     from alphapanda.runtime.feed import fixed_simulation
-    from alphapanda.runtime.tickfiles import read_tick_rows
+    from alphapanda.runtime.tickfiles import check_time_order, read_tick_rows
 
     windowed = args.start is not None or args.end is not None
     if args.ticks is not None:
-        rows = read_tick_rows(args.ticks)
+        if args.end is not None:
+            check_time_order(args.ticks)  # the run stops reading where time passes --to
+        rows: Iterator[TickRow] = read_tick_rows(args.ticks)
+        if watch is not None:
+            rows = watch.watching(rows)
         return (between_rows(rows, args.start, args.end) if windowed else rows), None
     stamper = TickStamper()
     instruments = first_instruments(build_core(settings).instruments, args.instruments)
@@ -135,7 +279,7 @@ def tick_source(
 def _backtest(args: argparse.Namespace) -> int:
     import time
 
-    from alphapanda.runtime.backtest import Backtest, BacktestStateStore, redis_store
+    from alphapanda.runtime.backtest import Backtest, BacktestStateStore
     from alphapanda.runtime.bootstrap import build_core
 
     window_problem = time_window(args.start, args.end)
@@ -147,23 +291,26 @@ def _backtest(args: argparse.Namespace) -> int:
         )
     settings = backtest_settings(args.broker, args.strategies)
     core = build_core(settings)
-    events, total = tick_source(args, settings)
+    check_broker_traded(core, args.broker, args.strategies)
+    watch = FileTicks(core.instruments, args.start, args.end) if args.ticks is not None else None
+    events, total = tick_source(args, settings, watch)
     show_progress = not args.no_progress and sys.stderr.isatty()
     if show_progress and total is None and args.ticks is not None and args.start is None and args.end is None:
         from alphapanda.runtime.tickfiles import count_tick_rows
 
         total = count_tick_rows(args.ticks)
-    started = time.perf_counter()
-    with _progress(total, enabled=show_progress) as advance:
-        if args.state == "redis":
-            with redis_store(settings.redis.url or None, settings.redis.claim_ttl_s) as store:
-                result = Backtest(core, store, bar_seconds=args.bar).run(events, advance)
-        else:
-            result = Backtest(core, BacktestStateStore(), bar_seconds=args.bar).run(events, advance)
-    elapsed = time.perf_counter() - started
+    with contextlib.ExitStack() as stack:
+        store = _redis_store(stack, settings) if args.state == "redis" else BacktestStateStore()
+        started = time.perf_counter()
+        with _progress(total, enabled=show_progress) as advance:
+            result = Backtest(core, store, bar_seconds=args.bar).run(events, advance)
+        elapsed = time.perf_counter() - started
     report = result.report
     if report.ticks == 0:
-        where = "the --from/--to window selects none" if args.start or args.end else "the source has none"
+        if watch is not None and (args.start or args.end):
+            where = watch.empty_window(args.start, args.end)
+        else:
+            where = "the --from/--to window selects none" if args.start or args.end else "the source has none"
         print(f"alphapanda: no ticks to backtest: {where}", file=sys.stderr)
         return 2
     print(f"backtest: broker={args.broker} state={args.state}")
@@ -172,6 +319,10 @@ def _backtest(args: argparse.Namespace) -> int:
     rate = report.ticks / elapsed if elapsed > 0 else 0.0
     # Wall-clock figures go to the terminal only: the JSON report must be the same on every run.
     print(f"  speed           {rate:,.0f} ticks/s ({elapsed:.2f} s)")
+    if watch is not None:
+        for note in (watch.unknown_note(args.ticks), watch.repeat_note(args.ticks)):
+            if note is not None:
+                print(note, file=sys.stderr)
     if args.json is not None:
         args.json.write_text(report.dumps())
         print(f"report: {args.json}")
@@ -181,6 +332,28 @@ def _backtest(args: argparse.Namespace) -> int:
             return code
         print(f"plot: {args.plot}")
     return 0
+
+
+def _redis_store(stack: contextlib.ExitStack, settings: Settings) -> StateStore:
+    """The `--state redis` store, entered on `stack`; a Redis that cannot be used is one line."""
+    import redis
+
+    from alphapanda.runtime.backtest import BacktestError, redis_store
+
+    url = settings.redis.url or None
+    where = f"ALPHAPANDA_REDIS__URL {url}" if url else "the embedded redis-server"
+    try:
+        store: StateStore = stack.enter_context(redis_store(url, settings.redis.claim_ttl_s))
+    except BacktestError as exc:
+        raise ConfigError(f"--state redis: {exc}") from None
+    except redis.exceptions.RedisError as exc:
+        raise ConfigError(
+            f"--state redis: cannot use {where}: {exc} (start that Redis, unset ALPHAPANDA_REDIS__URL "
+            "for an embedded one, or use --state memory)"
+        ) from None
+    except ValueError as exc:  # redis-py's word on a URL it cannot parse
+        raise ConfigError(f"--state redis: {where} is not a Redis URL: {exc}") from None
+    return store
 
 
 def write_plot(report: Any, path: Path) -> int:
