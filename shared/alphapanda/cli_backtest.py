@@ -437,7 +437,9 @@ def _replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     bootstrap = settings.kafka.bootstrap_servers
-    publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
+    # Silent librdkafka: `replay` reports an unreachable or vanishing broker itself, in one line;
+    # the client's own "Connect ... failed" would repeat it every half second until then.
+    publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s, log_level=0)
     try:
         with _progress(None, enabled=sys.stderr.isatty(), label="replay") as progress:
             result = replay(

@@ -235,11 +235,6 @@ def test_qa_replay_when_the_broker_is_unreachable_then_the_command_ends_with_one
     assert lines[-1].startswith("alphapanda: cannot read market.equity.ticks from Kafka at "), lines[-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outside replay's room: the command's EventPublisher (bus/kafka.py producer_config, "
-    "log_level 3) logs a librdkafka 'Connect ... failed' line about every 0.5 s until the replay gives up",
-)
 def test_qa_replay_when_the_broker_is_unreachable_then_the_command_prints_only_that_line(
     tmp_path: Path,
 ) -> None:

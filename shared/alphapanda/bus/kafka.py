@@ -116,8 +116,9 @@ def consumer_config(
 class EventPublisher:
     """Publish events and raw records; thread-safe (confluent-kafka's Producer is)."""
 
-    def __init__(self, bootstrap_servers: str, ack_timeout_s: float) -> None:
-        self._producer = Producer(producer_config(bootstrap_servers))
+    def __init__(self, bootstrap_servers: str, ack_timeout_s: float, **config: Any) -> None:
+        """`config`: librdkafka settings over `producer_config`'s (e.g. `log_level=0`)."""
+        self._producer = Producer(producer_config(bootstrap_servers, **config))
         self._ack_timeout_s = ack_timeout_s
         self._lock = threading.Lock()
 
