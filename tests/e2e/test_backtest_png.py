@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from alphapanda.domain.report import EquityTracker, build_report
-from alphapanda.runtime.plots import HEIGHT_PX, WIDTH_PX, PlotError, drawdown_series, write_png
+from alphapanda.domain.report import EquityTracker, build_report, drawdown_series
+from alphapanda.runtime.plots import HEIGHT_PX, WIDTH_PX, PlotError, write_png
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DAY = ROOT / "shared/alphapanda/data/sample_day_nse.csv"
@@ -108,6 +108,8 @@ def test_write_png_when_the_directory_does_not_exist_then_plot_error_names_the_f
 def test_drawdown_series_when_equity_rises_falls_and_recovers_then_falls_are_from_the_running_peak() -> None:
     assert drawdown_series([100.0, 110.0, 99.0, 105.0, 120.0, 90.0]) == [0.0, 0.0, -11.0, -5.0, 0.0, -30.0]
     assert drawdown_series([]) == []
+    # From the starting cash, as the report's max drawdown: a first sample already below it is a fall.
+    assert drawdown_series([9985.0, 10005.0, 9990.0], 10000.0) == [-15.0, 0.0, -15.0]
 
 
 def test_cli_when_started_then_matplotlib_is_not_imported() -> None:

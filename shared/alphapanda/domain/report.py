@@ -302,6 +302,19 @@ def build_report(
     )
 
 
+def drawdown_series(equity: list[float], starting_cash: float | None = None) -> list[float]:
+    """Each sample's fall below the running peak so far, in rupees (0 or negative), the peak
+    starting at `starting_cash` if given (as `max_drawdown` measures it), for the plots."""
+    out: list[float] = []
+    if not equity:
+        return out
+    peak = equity[0] if starting_cash is None else max(equity[0], starting_cash)
+    for value in equity:
+        peak = max(peak, value)
+        out.append(value - peak)
+    return out
+
+
 def plot_svg(report: Report, width: int = 900, height: int = 420) -> str:
     """Equity curve over drawdown as a self-contained SVG: no plotting library needed."""
     curve = report.curve
@@ -314,10 +327,7 @@ def plot_svg(report: Report, width: int = 900, height: int = 420) -> str:
             '<text x="20" y="40">not enough equity samples to plot</text></svg>'
         )
     eq = [float(p.equity) for p in curve]
-    peak, dd = max(eq[0], float(report.starting_cash)), []
-    for v in eq:
-        peak = max(peak, v)
-        dd.append(v - peak)
+    dd = drawdown_series(eq, float(report.starting_cash))
     lo, hi = min(eq), max(eq)
     hi = hi if hi > lo else lo + 1
     dlo = min(dd) if min(dd) < 0 else -1.0

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from alphapanda.domain.report import Report
+from alphapanda.domain.report import Report, drawdown_series
 
 WIDTH_PX: Final = 1000
 HEIGHT_PX: Final = 600
@@ -24,16 +24,6 @@ DPI: Final = 100
 
 class PlotError(RuntimeError):
     """The PNG could not be written: matplotlib is missing, or the file cannot be written."""
-
-
-def drawdown_series(equity: list[float]) -> list[float]:
-    """Each sample's fall below the running peak so far, in rupees (0 or negative)."""
-    out: list[float] = []
-    peak = equity[0] if equity else 0.0
-    for value in equity:
-        peak = max(peak, value)
-        out.append(value - peak)
-    return out
 
 
 def write_png(report: Report, path: Path, *, width_px: int = WIDTH_PX, height_px: int = HEIGHT_PX) -> None:
@@ -62,7 +52,8 @@ def write_png(report: Report, path: Path, *, width_px: int = WIDTH_PX, height_px
     else:
         at = [p.at for p in curve]
         equity = [float(p.equity) for p in curve]
-        drawdown = drawdown_series(equity)
+        # From the starting cash, as the report's max drawdown and the HTML plot measure it.
+        drawdown = drawdown_series(equity, float(report.starting_cash))
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (2, 1)})
         top.plot(at, equity, color="#1f77b4", linewidth=1.2)
         top.axhline(float(report.starting_cash), color="grey", linewidth=0.8, linestyle="--")
