@@ -121,28 +121,13 @@ def backtest_settings(broker: str, strategies: Path | None, **extra: Any) -> Set
 def check_strategies_file(path: Path) -> None:
     """Refuse, in one line, a strategies file that is not text, not YAML, or has no `strategies:` list
     (the entries themselves are checked when the strategies are built)."""
-    import yaml
+    from alphapanda.domain.strategy import StrategyConfigError
+    from alphapanda.strategies import read_strategies_text, strategies_document
 
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"--strategies {path}: not a text file: give a strategies YAML file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(
-            f"--strategies {path}{where}: not valid YAML: {problem} "
-            "(see the shipped alphapanda/data/strategies.yaml)"
-        ) from None
-    if not isinstance(doc, dict) or "strategies" not in doc:
-        found = "nothing" if doc is None else f"a {type(doc).__name__}"
-        if isinstance(doc, dict):
-            found = "keys " + ", ".join(map(str, doc)) if doc else "an empty mapping"
-        raise ConfigError(
-            f"--strategies {path}: found {found}, not a `strategies:` list at the top "
-            "(see the shipped alphapanda/data/strategies.yaml)"
-        )
+        strategies_document(read_strategies_text(path), str(path))
+    except StrategyConfigError as exc:
+        raise ConfigError(f"--strategies {exc}") from None
 
 
 def check_broker_traded(core: Core, broker: str, strategies: Path | None) -> None:

@@ -68,12 +68,41 @@ class StrategySpec:
     risk: StrategyRisk = field(default_factory=StrategyRisk)
 
 
+_SEE_SHIPPED = "(see the shipped alphapanda/data/strategies.yaml)"
+
+
+def strategies_document(text: str, origin: str) -> dict[str, Any]:
+    """The YAML document of a strategies file, or `StrategyConfigError` with one line saying why it
+    is none: not YAML (where), or not a mapping with a `strategies:` list at the top."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StrategyConfigError(f"{origin}{where}: not valid YAML: {problem} {_SEE_SHIPPED}") from None
+    if not isinstance(doc, dict) or "strategies" not in doc:
+        found = "nothing" if doc is None else f"a {type(doc).__name__}"
+        if isinstance(doc, dict):
+            found = "keys " + ", ".join(map(str, doc)) if doc else "an empty mapping"
+        raise StrategyConfigError(
+            f"{origin}: found {found}, not a `strategies:` list at the top {_SEE_SHIPPED}"
+        )
+    return doc
+
+
+def read_strategies_text(path: Path) -> str:
+    """The text of strategies file `path`; `StrategyConfigError` if it is not UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StrategyConfigError(f"{path}: not a text file: give a strategies YAML file") from None
+
+
 def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) -> list[StrategySpec]:
     """Validate a strategies YAML document against the instrument list; errors name the entry."""
     try:
-        doc = StrategiesFile.model_validate(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        raise StrategyConfigError(f"{origin}: not valid YAML: {exc}") from None
+        doc = StrategiesFile.model_validate(strategies_document(text, origin))
     except ValidationError as exc:
         raise StrategyConfigError(
             f"{origin}: {describe_validation_error(exc).removeprefix('setting ALPHAPANDA_').lower()}"
@@ -108,4 +137,4 @@ def load_strategies(path: Path | None, instruments: Sequence[Instrument]) -> lis
     if path is None:
         text = resources.files("alphapanda.data").joinpath("strategies.yaml").read_text()
         return parse_strategies(text, instruments, "shipped strategies.yaml")
-    return parse_strategies(path.read_text(), instruments, str(path))
+    return parse_strategies(read_strategies_text(path), instruments, str(path))

@@ -153,6 +153,7 @@ BAD_ARGUMENTS = [
     (["run", "--metrics-port", "99999"], "not a port"),
     (["run", "--duration", "0"], "--duration"),
     (["run", "--instruments", "1000"], "--instruments 1000"),
+    (["run", "--strategies", "{tmp}/hello.yaml"], "not a `strategies:` list at the top"),
     (["kite-sandbox", "--port", "65535"], "--ws-port"),
     (["kite-sandbox", "--port", "9000", "--ws-port", "9000"], "need a port each"),
     (["kite-sandbox", "--host", "localhost"], "not an IPv4 address: use 127.0.0.1"),
@@ -171,6 +172,7 @@ BAD_ARGUMENTS = [
 def test_cli_when_an_argument_is_bad_then_one_line_and_exit_2(
     argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "hello.yaml").write_text("hello\n")
     code = _exit_code([a.replace("{tmp}", str(tmp_path)).replace("{sample}", str(SAMPLE_DAY)) for a in argv])
     out, err = capsys.readouterr()
     assert code == 2

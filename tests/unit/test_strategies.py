@@ -121,10 +121,34 @@ def test_parse_strategies_when_name_has_capitals_then_error_locates_it() -> None
 
 
 def test_parse_strategies_when_not_yaml_then_says_so() -> None:
-    with pytest.raises(StrategyConfigError, match=re.escape("my.yaml: not valid YAML")):
+    with pytest.raises(StrategyConfigError, match=r"my\.yaml line 2, column 1: not valid YAML"):
         _parse("strategies: [unclosed\n")
 
 
 def test_parse_strategies_when_document_empty_then_raises_config_error() -> None:
     with pytest.raises(StrategyConfigError, match=re.escape("my.yaml")):
         _parse("")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"strategies: [\n", " line 2, column 1: not valid YAML: expected the node content"),
+        (b"hello\n", ": found a str, not a `strategies:` list at the top"),
+        (b"", ": found nothing, not a `strategies:` list at the top"),
+        (b"{}\n", ": found an empty mapping, not a `strategies:` list"),
+        (b"strategy:\n  - name: x\n", ": found keys strategy, not a `strategies:` list at the top"),
+        (b"\xff\xfe\x00s", ": not a text file: give a strategies YAML file"),
+    ],
+    ids=["yaml_error", "a_string", "empty", "empty_mapping", "misspelt_key", "binary"],
+)
+def test_load_strategies_when_the_file_is_no_strategies_document_then_one_line_says_why(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    path = tmp_path / "my.yaml"
+    path.write_bytes(content)
+    with pytest.raises(StrategyConfigError) as raised:
+        load_strategies(path, load_instruments())
+    message = str(raised.value)
+    assert message.startswith(f"{path}{says}")
+    assert "\n" not in message
