@@ -398,7 +398,7 @@ class _progress:
 
 def _replay(args: argparse.Namespace) -> int:
     from alphapanda.bus.kafka import EventPublisher
-    from alphapanda.runtime.replay import ReplayError, check_replay_broker, replay
+    from alphapanda.runtime.replay import ReplayError, check_replay_broker, invalid_note, replay
     from alphapanda.runtime.runinfo import resolve_endpoints, running_brokers
 
     try:
@@ -444,4 +444,7 @@ def _replay(args: argparse.Namespace) -> int:
         f"replayed {result.published:,} ticks from {args.topic} for broker {args.broker} "
         f"({result.read:,} records read, {result.skipped:,} skipped)"
     )
+    note = invalid_note(result, args.topic)
+    if note is not None:
+        print(f"alphapanda: note: {note}", file=sys.stderr)
     return 0

@@ -24,7 +24,7 @@ from alphapanda.bus.kafka import EventPublisher, ensure_topics, to_kafka
 from alphapanda.bus.log import read_log
 from alphapanda.events import Event, MarketTick
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-from alphapanda.runtime.replay import ReplayError, replay, replay_id
+from alphapanda.runtime.replay import ReplayError, invalid_note, replay, replay_id
 from signal_events import raw_signal_event
 
 pytestmark = pytest.mark.integration
@@ -202,6 +202,14 @@ def test_qa_replay_when_records_are_not_live_ticks_then_each_is_reported_with_it
     assert any("signal" in r for r in reasons)
     assert any("'paper'" in r for r in reasons)
     assert len([m for m in caplog.messages if "is not a live tick" in m]) == 4
+    # What the command prints about them: the count, and the first ones with partition, offset, reason.
+    note = invalid_note(result, TICKS, shown=2)
+    assert note is not None
+    assert note.startswith(f"4 records of {TICKS} were not live ticks and were not replayed")
+    first = result.invalid[0]
+    assert f"partition {first.partition} offset {first.offset}: {first.reason}" in note
+    assert note.endswith("; and 2 more)")
+    assert invalid_note(replace(result, invalid=()), TICKS) is None
 
 
 CLI = "from alphapanda.cli import main; raise SystemExit(main())"

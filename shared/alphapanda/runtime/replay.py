@@ -61,6 +61,17 @@ class ReplayResult:
     invalid: tuple[InvalidRecord, ...] = ()
 
 
+def invalid_note(result: ReplayResult, topic: str, shown: int = 3) -> str | None:
+    """One line on the records of the window that were not live ticks (the first few, with their
+    reason), or None: they were not replayed, and the live pipeline dead-lettered them already."""
+    invalid = result.invalid
+    if not invalid:
+        return None
+    first = "; ".join(f"partition {r.partition} offset {r.offset}: {r.reason}" for r in invalid[:shown])
+    more = f"; and {len(invalid) - shown:,} more" if len(invalid) > shown else ""
+    return f"{len(invalid):,} records of {topic} were not live ticks and were not replayed ({first}{more})"
+
+
 def replay_id(old_id: str, broker: str) -> str:
     """The replayed tick's id: derived from the recorded one, in the replay broker's namespace."""
     return derive_id(old_id, "replay", broker)
