@@ -235,6 +235,7 @@ def _operator_settings(broker: str) -> Settings:
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
+    from alphapanda.domain.instruments import load_instruments
     from alphapanda.domain.risk import BrokerState
     from alphapanda.runtime.bootstrap import connect
     from alphapanda.runtime.operations import flatten_signals, set_broker_state
@@ -250,7 +251,8 @@ def _kill_switch(args: argparse.Namespace) -> int:
     old = set_broker_state(store, publisher, args.broker, state, "set by the operator")
     print(f"{args.broker}: {old.value} -> {state.value}")
     if args.flatten:
-        closing = flatten_signals(store, args.broker)
+        instruments = {i.instrument_token: i for i in load_instruments(settings.instruments_file)}
+        closing = flatten_signals(store, args.broker, instruments=instruments)
         publisher.publish(closing)
         print(f"sent {len(closing)} closing signals through the pipeline (risk still applies)")
     publisher.close()

@@ -9,9 +9,11 @@ from decimal import Decimal
 import pytest
 
 from alphapanda import stages
+from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.portfolio import Book
+from alphapanda.domain.risk import InstrumentLimits
 from alphapanda.events import IST, Event, EventType, Side, Signal, derive_id
-from alphapanda.runtime.operations import flatten_signals
+from alphapanda.runtime.operations import flatten_signals, order_slices
 from alphapanda.stages.risk_manager import RiskManager
 from alphapanda.state import keys
 from alphapanda.state.store import Decision, MemoryStateStore
@@ -157,3 +159,85 @@ def test_flatten_signal_when_broker_halted_then_risk_validates_it(store: MemoryS
 
     assert out.type is EventType.SIGNAL_VALIDATED
     assert store.get(keys.risk_position("paper", RELIANCE)) == "3"
+
+
+@pytest.mark.parametrize(
+    ("quantity", "freeze", "lot", "slices"),
+    [
+        (10, None, 1, [10]),
+        (1800, 1800, 75, [1800]),
+        (4000, 1800, 75, [1800, 1800, 400]),
+        (3600, 1800, 75, [1800, 1800]),
+        (1000, 350, 50, [350, 350, 300]),  # 350 is 7 lots of 50
+        (1000, 340, 50, [300, 300, 300, 100]),  # whole lots only: 6 lots under a freeze of 340
+        (100, 40, 50, [100]),  # no whole lot fits under the freeze: one order, which risk refuses
+    ],
+)
+def test_order_slices_when_above_the_freeze_then_whole_lot_slices_none_above_it(
+    quantity: int, freeze: int | None, lot: int, slices: list[int]
+) -> None:
+    assert order_slices(quantity, freeze, lot) == slices
+    assert sum(slices) == quantity
+
+
+def _nifty_future(freeze: int) -> Instrument:
+    return Instrument(
+        instrument_token=RELIANCE,
+        tradingsymbol="NIFTY26JANFUT",
+        name="NIFTY",
+        exchange="NFO",
+        segment="NFO-FUT",
+        instrument_type="FUT",
+        tick_size=D("0.05"),
+        lot_size=1,
+        reference_price=D("1480"),
+        freeze_quantity=freeze,
+    )
+
+
+def test_flatten_signals_when_a_position_is_above_the_freeze_then_slices_that_risk_validates_when_halted(
+    store: MemoryStateStore,
+) -> None:
+    # ema_a holds 10 RELIANCE; with a freeze quantity of 4 it closes as 4 + 4 + 2.
+    _seed(store, {keys.control("paper"): "HALTED", keys.risk_position("paper", RELIANCE): "13"})
+    instruments = {RELIANCE: _nifty_future(4)}
+    events = [
+        e
+        for e in flatten_signals(store, "paper", "req-1", instruments)
+        if isinstance(e.data, Signal) and e.data.strategy == "ema_a" and e.data.instrument_token == RELIANCE
+    ]
+    quantities = [e.data.quantity for e in events]  # type: ignore[union-attr]
+    assert quantities == [4, 4, 2]
+    assert events[0].id == derive_id("flatten", "req-1", "paper", "ema_a", str(RELIANCE))
+    assert len({e.id for e in events}) == 3
+    assert [e.data.reason for e in events][-1] == "flatten requested by the operator (slice 3 of 3)"  # type: ignore[union-attr]
+    risk = RiskManager(
+        brokers=frozenset({"paper"}),
+        instruments={RELIANCE: InstrumentLimits(freeze_quantity=4, derivative=True)},
+    )
+
+    outs = [out for event in events for out in stages.process(risk, event, store)]
+
+    assert [o.type for o in outs] == [EventType.SIGNAL_VALIDATED] * 3
+    assert store.get(keys.risk_position("paper", RELIANCE)) == "3"
+
+
+def test_flatten_signal_when_not_sliced_and_above_the_freeze_then_risk_refuses_it(
+    store: MemoryStateStore,
+) -> None:
+    # Why flatten slices: the one order of 10 is above a freeze quantity of 4.
+    _seed(store, {keys.control("paper"): "HALTED", keys.risk_position("paper", RELIANCE): "13"})
+    (event,) = [
+        e
+        for e in flatten_signals(store, "paper", "req-1")
+        if isinstance(e.data, Signal) and e.data.strategy == "ema_a" and e.data.instrument_token == RELIANCE
+    ]
+    risk = RiskManager(
+        brokers=frozenset({"paper"}),
+        instruments={RELIANCE: InstrumentLimits(freeze_quantity=4, derivative=True)},
+    )
+
+    (out,) = stages.process(risk, event, store)
+
+    assert out.type is EventType.SIGNAL_REJECTED
+    assert "above the exchange freeze quantity 4" in str(out.data)

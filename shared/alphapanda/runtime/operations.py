@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +14,7 @@ import redis
 from alphapanda.brokers.base import Quote
 from alphapanda.bus.kafka import EventPublisher
 from alphapanda.bus.log import read_log
+from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.risk import BrokerState
 from alphapanda.events import (
     Alert,
@@ -68,11 +70,30 @@ def set_broker_state(
     return old
 
 
-def flatten_signals(store: StateStore, broker: str, request_id: str | None = None) -> list[Event]:
-    """A closing signal for every open position of `broker`, to send through the normal pipeline.
+def order_slices(quantity: int, freeze_quantity: int | None, lot_size: int = 1) -> list[int]:
+    """`quantity` as orders the exchange accepts: none above `freeze_quantity` (whole lots of
+    `lot_size` each), the last one taking the rest. One order when there is no freeze quantity."""
+    if freeze_quantity is None or quantity <= freeze_quantity:
+        return [quantity]
+    largest = freeze_quantity - freeze_quantity % lot_size if lot_size > 1 else freeze_quantity
+    if largest <= 0:
+        return [quantity]  # no whole lot fits under the freeze: risk's lot-size rule will say so
+    full, rest = divmod(quantity, largest)
+    return [largest] * full + ([rest] if rest else [])
+
+
+def flatten_signals(
+    store: StateStore,
+    broker: str,
+    request_id: str | None = None,
+    instruments: Mapping[int, Instrument] | None = None,
+) -> list[Event]:
+    """Closing signals for every open position of `broker`, to send through the normal pipeline.
 
     Each is stamped with its instrument's last tick time (the market clock, which risk's session
-    rule judges) and priced at the last quote.
+    rule judges) and priced at the last quote. A position above its instrument's freeze quantity
+    (in `instruments`) is closed in slices the exchange accepts, as a trader would send them:
+    risk refuses an order above the freeze, which would leave a halted broker unable to close.
     """
     request_id = request_id or str(uuid.uuid4())
     out: list[Event] = []
@@ -80,39 +101,49 @@ def flatten_signals(store: StateStore, broker: str, request_id: str | None = Non
         for token, pos in book.positions:
             if pos.net_quantity == 0:
                 continue
+            instrument = instruments.get(token) if instruments is not None else None
             raw = store.get(keys.quote(token, market_scope(broker)))
             quote = Quote.from_json(json.loads(raw)) if raw else None
             mark = quote.last_price if quote else pos.average_price
             at: datetime = quote.at if quote and quote.at else now()
             named = store.get(keys.symbol(token, market_scope(broker))) or f"NSE:{token}"
             exchange, _, symbol = named.partition(":")
-            signal = Signal(
-                instrument_token=token,
-                tradingsymbol=symbol,
-                exchange=exchange,
-                strategy=strategy,
-                side=Side.SELL if pos.net_quantity > 0 else Side.BUY,
-                quantity=abs(pos.net_quantity),
-                reference_price=mark,
-                bid=quote.bid if quote else None,
-                ask=quote.ask if quote else None,
-                reason="flatten requested by the operator",
-                flatten=True,
-                tick_time=at,
+            slices = order_slices(
+                abs(pos.net_quantity),
+                instrument.freeze_quantity if instrument is not None else None,
+                instrument.lot_size if instrument is not None else 1,
             )
-            event_id = derive_id("flatten", request_id, broker, strategy, str(token))
-            out.append(
-                Event(
-                    id=event_id,
-                    type=EventType.SIGNAL_RAW,
-                    source=source_of("operator", broker),
-                    data=signal,
-                    partitionkey=str(token),
-                    correlationid=derive_id(event_id, "idea"),
-                    causationid=request_id,
-                    broker=broker,
+            for part, quantity in enumerate(slices):
+                signal = Signal(
+                    instrument_token=token,
+                    tradingsymbol=symbol,
+                    exchange=exchange,
+                    strategy=strategy,
+                    side=Side.SELL if pos.net_quantity > 0 else Side.BUY,
+                    quantity=quantity,
+                    reference_price=mark,
+                    bid=quote.bid if quote else None,
+                    ask=quote.ask if quote else None,
+                    reason="flatten requested by the operator"
+                    + (f" (slice {part + 1} of {len(slices)})" if len(slices) > 1 else ""),
+                    flatten=True,
+                    tick_time=at,
                 )
-            )
+                # The first slice keeps the id a single closing signal has always had.
+                parts = (str(token),) if part == 0 else (str(token), f"slice-{part + 1}")
+                event_id = derive_id("flatten", request_id, broker, strategy, *parts)
+                out.append(
+                    Event(
+                        id=event_id,
+                        type=EventType.SIGNAL_RAW,
+                        source=source_of("operator", broker),
+                        data=signal,
+                        partitionkey=str(token),
+                        correlationid=derive_id(event_id, "idea"),
+                        causationid=request_id,
+                        broker=broker,
+                    )
+                )
     return out
 
 
