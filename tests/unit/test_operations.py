@@ -12,7 +12,7 @@ from alphapanda import stages
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.portfolio import Book
 from alphapanda.domain.risk import InstrumentLimits
-from alphapanda.events import IST, Event, EventType, Side, Signal, derive_id
+from alphapanda.events import IST, Event, EventType, Product, Side, Signal, derive_id
 from alphapanda.runtime.operations import flatten_signals, order_slices
 from alphapanda.stages.risk_manager import RiskManager
 from alphapanda.state import keys
@@ -241,3 +241,15 @@ def test_flatten_signal_when_not_sliced_and_above_the_freeze_then_risk_refuses_i
 
     assert out.type is EventType.SIGNAL_REJECTED
     assert "above the exchange freeze quantity 4" in str(out.data)
+
+
+def test_flatten_signals_when_a_position_is_delivery_then_it_closes_in_delivery() -> None:
+    store = MemoryStateStore()
+    book = Book(cash=D("0")).with_fill(RELIANCE, Side.BUY, 7, D("1480"), product="CNC")
+    book = book.with_fill(INFY, Side.SELL, 2, D("1600"))
+    _book(store, "ema_a", book)
+
+    signals = _by_key(flatten_signals(store, "paper", "req-1"))
+
+    assert signals[("ema_a", RELIANCE)].product is Product.CNC
+    assert signals[("ema_a", INFY)].product is Product.MIS

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from alphapanda.config import RiskLimits
 from alphapanda.domain.calendar import CalendarCoverageError, TradingCalendar
-from alphapanda.events import RuleFailure, Side, Signal
+from alphapanda.events import Product, RuleFailure, Side, Signal
 from alphapanda.immutable import immutable
 
 ZERO = Decimal(0)
@@ -324,6 +324,23 @@ class LotSize:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryShortSell:
+    """Indian equities cannot be sold short for delivery: a CNC sell may only sell what is held
+    (the broker's RMS refuses the rest), so a paper broker must refuse it too."""
+
+    name: str = "delivery_short_sell"
+
+    def check(self, ctx: RiskContext) -> str | None:
+        signal = ctx.signal
+        if signal.product is not Product.CNC or signal.side is not Side.SELL or ctx.position_after >= 0:
+            return None
+        return (
+            f"a delivery (CNC) sell of {signal.quantity} would leave the position at {ctx.position_after}: "
+            "shares cannot be sold short for delivery; sell what is held, or short intraday (MIS)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class InstrumentAllowList:
     name: str = "instrument_allow_list"
 
@@ -366,6 +383,7 @@ DEFAULT_RULES: tuple[RiskRule, ...] = (
     MaxOpenOrders(),
     PriceBand(),
     LotSize(),
+    DeliveryShortSell(),
     InstrumentAllowList(),
     DuplicateSignal(),
 )

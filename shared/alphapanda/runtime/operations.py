@@ -21,6 +21,7 @@ from alphapanda.events import (
     Event,
     EventType,
     OrderFilled,
+    Product,
     Severity,
     Side,
     Signal,
@@ -121,6 +122,9 @@ def flatten_signals(
                     strategy=strategy,
                     side=Side.SELL if pos.net_quantity > 0 else Side.BUY,
                     quantity=quantity,
+                    # Closed in the product that built it: an MIS sell of delivery holdings would
+                    # be an intraday short beside them at the broker, not a close.
+                    product=Product(pos.product),
                     reference_price=mark,
                     bid=quote.bid if quote else None,
                     ask=quote.ask if quote else None,

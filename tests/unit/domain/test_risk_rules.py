@@ -19,6 +19,7 @@ from alphapanda.domain.risk import (
     BrokerState,
     CapitalAllocation,
     DailyLossLimit,
+    DeliveryShortSell,
     DuplicateSignal,
     InstrumentLimits,
     KillSwitch,
@@ -34,7 +35,7 @@ from alphapanda.domain.risk import (
     TradingSession,
     evaluate,
 )
-from alphapanda.events import IST, Side, Signal
+from alphapanda.events import IST, Product, Side, Signal
 from alphapanda.strategies import StrategyRisk
 
 D = Decimal
@@ -54,6 +55,7 @@ def _ctx(
     flatten: bool = False,
     at: datetime = T,
     limits: RiskLimits | None = None,
+    product: Product = Product.MIS,
     **context: Any,
 ) -> RiskContext:
     signal = Signal(
@@ -63,6 +65,7 @@ def _ctx(
         strategy="ema_fast",
         side=side,
         quantity=quantity,
+        product=product,
         reference_price=D(price),
         limit_price=D(limit_price) if limit_price is not None else None,
         flatten=flatten,
@@ -493,6 +496,31 @@ def test_duplicate_signal_when_no_earlier_signal_then_passes() -> None:
     assert DuplicateSignal().check(_ctx()) is None
 
 
+# --- delivery_short_sell ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("side", "quantity", "position", "product", "fails"),
+    [
+        (Side.SELL, 10, 0, Product.CNC, True),  # nothing held: a short sale for delivery
+        (Side.SELL, 15, 10, Product.CNC, True),  # more than is held
+        (Side.SELL, 10, 10, Product.CNC, False),  # exactly what is held
+        (Side.SELL, 5, 10, Product.CNC, False),
+        (Side.BUY, 10, -10, Product.CNC, False),  # buying never shorts
+        (Side.SELL, 10, 0, Product.MIS, False),  # an intraday short is allowed
+        (Side.SELL, 10, 0, Product.NRML, False),  # F&O shorts are allowed
+    ],
+)
+def test_delivery_short_sell_when_a_cnc_sell_exceeds_what_is_held_then_it_fails(
+    side: Side, quantity: int, position: int, product: Product, fails: bool
+) -> None:
+    reason = DeliveryShortSell().check(_ctx(side, quantity, position=position, product=product))
+    assert (reason is not None) == fails
+    if fails:
+        assert reason is not None and "cannot be sold short for delivery" in reason
+        assert f"leave the position at {position - quantity}" in reason
+
+
 # --- the whole rule set -----------------------------------------------------------------------
 
 
@@ -510,6 +538,7 @@ def test_default_rules_when_listed_then_every_rule_once_in_documented_order() ->
         "max_open_orders",
         "price_band",
         "lot_size",
+        "delivery_short_sell",
         "instrument_allow_list",
         "duplicate_signal",
     ]
@@ -527,10 +556,11 @@ def test_evaluate_when_every_rule_fails_then_every_rule_is_listed_with_a_reason(
         allowed_instruments=(1,),
     )
     ctx = _ctx(
-        Side.BUY,
+        Side.SELL,
         10,
         at=datetime(2025, 11, 22, 11, 0, tzinfo=IST),
         limits=limits,
+        product=Product.CNC,
         last_price=D("2000"),
         gross_after=D("10000"),
         strategy_exposure_after=D("10000"),
@@ -539,7 +569,7 @@ def test_evaluate_when_every_rule_fails_then_every_rule_is_listed_with_a_reason(
         open_orders=1,
         broker_state=BrokerState.HALTED,
         day_pnl=D("-100"),
-        last_signal=LastSignal(Side.BUY, 10, datetime(2025, 11, 22, 10, 59, 59, tzinfo=IST)),
+        last_signal=LastSignal(Side.SELL, 10, datetime(2025, 11, 22, 10, 59, 59, tzinfo=IST)),
         instrument=InstrumentLimits(lot_size=75, derivative=True),
         calendar=NSE,
     )
