@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -9,26 +10,13 @@ from typing import Any
 
 import pytest
 import requests
+import sandbox_orders
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
 from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
 
-
-def place(kite: Any, **overrides: Any) -> str:
-    params: dict[str, Any] = {
-        "variety": "regular",
-        "exchange": "NSE",
-        "tradingsymbol": "SBIN",
-        "transaction_type": "BUY",
-        "quantity": 1,
-        "product": "MIS",
-        "order_type": "MARKET",
-        "market_protection": -1,
-    }
-    params.update(overrides)
-    order_id: str = kite.place_order(**params)
-    return order_id
+place = functools.partial(sandbox_orders.place, tradingsymbol="SBIN")
 
 
 def test_place_order_when_connection_dropped_before_reply_then_client_errors_and_exactly_one_order_exists(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
+from sandbox_orders import place
 
 from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
 
@@ -77,22 +78,13 @@ def test_place_order_when_daily_cap_configured_then_http_429_once_spent() -> Non
     config = SandboxConfig(tick_interval=None, order_latency=0.005, order_rate_per_day=2)
     with KiteSandbox("daykey", "daysecret", config=config) as sandbox:
         kite = _client(sandbox)
-        params = {
-            "variety": "regular",
-            "exchange": "NSE",
-            "tradingsymbol": "INFY",
-            "transaction_type": "BUY",
-            "quantity": 1,
-            "product": "MIS",
-            "order_type": "LIMIT",
-            "price": 1000,
-        }
-        kite.place_order(**params)
-        kite.place_order(**params)
+        limit = {"order_type": "LIMIT", "price": 1000}
+        place(kite, **limit)
+        place(kite, **limit)
         time.sleep(1.05)  # past the per-second window: only the daily cap can refuse now
 
         with pytest.raises(kex.NetworkException) as raised:
-            kite.place_order(**params)
+            place(kite, **limit)
 
         assert raised.value.code == 429
         assert len(sandbox.orders()) == 2

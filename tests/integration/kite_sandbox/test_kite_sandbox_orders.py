@@ -7,26 +7,11 @@ from typing import Any
 import pytest
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
+from sandbox_orders import place
 
 from alphapanda.kite_sandbox import Holding, KiteSandbox, SandboxConfig, default_instruments
 
 INFY = "NSE:INFY"
-
-
-def place(kite: Any, **overrides: Any) -> str:
-    params: dict[str, Any] = {
-        "variety": "regular",
-        "exchange": "NSE",
-        "tradingsymbol": "INFY",
-        "transaction_type": "BUY",
-        "quantity": 1,
-        "product": "MIS",
-        "order_type": "MARKET",
-        "market_protection": -1,
-    }
-    params.update(overrides)
-    order_id: str = kite.place_order(**params)
-    return order_id
 
 
 def statuses(kite: Any, order_id: str) -> list[str]:

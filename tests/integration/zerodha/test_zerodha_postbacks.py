@@ -167,9 +167,10 @@ def _snapshot(live: Live) -> tuple[list[bytes], list[int]]:
     return sorted(live.redis.keys("*")), ends
 
 
-def test_postback_when_checksum_is_not_kites_then_401_and_no_state_or_event_changes(live: Live) -> None:
-    forged = {
-        "order_id": "2601050000000000999",
+def _forged(order_id: str) -> dict[str, Any]:
+    """A postback body for an order Kite never had: every field but the checksum."""
+    return {
+        "order_id": order_id,
         "order_timestamp": "2026-01-05 10:00:00",
         "status": "COMPLETE",
         "tag": "apforged",
@@ -178,6 +179,10 @@ def test_postback_when_checksum_is_not_kites_then_401_and_no_state_or_event_chan
         "average_price": 800,
         "instrument_token": SBIN,
     }
+
+
+def test_postback_when_checksum_is_not_kites_then_401_and_no_state_or_event_changes(live: Live) -> None:
+    forged = _forged("2601050000000000999")
     wrong_secret = hashlib.sha256(b"2601050000000000999" + b"2026-01-05 10:00:00" + b"guess").hexdigest()
     before = _snapshot(live)
 
@@ -195,16 +200,7 @@ def test_postback_when_checksum_is_not_kites_then_401_and_no_state_or_event_chan
 def test_postback_when_checksum_is_not_ascii_hex_then_401_not_a_server_error(live: Live) -> None:
     # facts.md line 164: "checksum = SHA-256(order_id + order_timestamp + api_secret) (hex)". The
     # URL is public: a body whose checksum is not that hex digest is refused, whatever it holds.
-    forged: dict[str, Any] = {
-        "order_id": "2601050000000000998",
-        "order_timestamp": "2026-01-05 10:00:00",
-        "status": "COMPLETE",
-        "tag": "apforged",
-        "quantity": 5,
-        "filled_quantity": 5,
-        "average_price": 800,
-        "instrument_token": SBIN,
-    }
+    forged = _forged("2601050000000000998")
     before = _snapshot(live)
 
     answers = [

@@ -3,6 +3,7 @@ marks, strategies kept apart, redelivery, and exact Decimal arithmetic over many
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from decimal import Decimal
@@ -13,11 +14,12 @@ from hypothesis import strategies as st
 from alphapanda import stages
 from alphapanda.config import BrokerSettings
 from alphapanda.domain.portfolio import Book, Position, apply_fill
-from alphapanda.events import IST, Event, EventType, OrderFilled, Product, Side, source_of
+from alphapanda.events import IST, Side
 from alphapanda.runtime.reports import broker_summary
 from alphapanda.stages.portfolio_manager import Account, DayPnl, PortfolioManager
 from alphapanda.state import keys
 from alphapanda.state.store import Decision, MemoryStateStore
+from fill_events import fill_event
 
 D = Decimal
 TOKEN = 738561
@@ -33,40 +35,7 @@ def _run(fills: list[tuple[Side, int, str]], position: Position | None = None) -
     return pos
 
 
-def _event(
-    side: Side,
-    quantity: int,
-    price: str,
-    *,
-    charges: str = "0",
-    strategy: str = "alpha",
-    token: int = TOKEN,
-    fill_id: str = "fill-1",
-) -> Event:
-    fill = OrderFilled(
-        instrument_token=token,
-        tradingsymbol="RELIANCE" if token == TOKEN else "INFY",
-        exchange="NSE",
-        order_id="order-" + fill_id,
-        fill_id=fill_id,
-        strategy=strategy,
-        side=side,
-        quantity=quantity,
-        price=D(price),
-        product=Product.MIS,
-        charges=D(charges),
-        filled_at=AT,
-    )
-    return Event(
-        id=fill_id,
-        type=EventType.ORDER_FILLED,
-        source=source_of("trading_engine", "paper"),
-        data=fill,
-        partitionkey=str(token),
-        correlationid="idea-1",
-        causationid="validated-1",
-        broker="paper",
-    )
+_event = functools.partial(fill_event, strategy="alpha")
 
 
 def _manager() -> PortfolioManager:

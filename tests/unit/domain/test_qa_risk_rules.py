@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -33,41 +32,12 @@ from alphapanda.domain.risk import (
     TradingSession,
     evaluate,
 )
-from alphapanda.events import IST, OrderType, Side, Signal
+from alphapanda.events import IST, Side
+from risk_signals import MID_SESSION as T
+from risk_signals import risk_context as _ctx
 
 D = Decimal
-TOKEN = 738561
-T = datetime(2025, 11, 24, 10, 0, tzinfo=IST)  # a Monday, mid-session
 NSE = load_trading_calendar()
-
-
-def _ctx(
-    side: Side = Side.BUY,
-    quantity: int = 10,
-    *,
-    position: int = 0,
-    price: str = "1000",
-    limit_price: str | None = None,
-    flatten: bool = False,
-    at: datetime = T,
-    limits: RiskLimits | None = None,
-    **context: Any,
-) -> RiskContext:
-    signal = Signal(
-        instrument_token=TOKEN,
-        tradingsymbol="RELIANCE",
-        exchange="NSE",
-        strategy="ema_fast",
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT if limit_price is not None else OrderType.MARKET,
-        reference_price=D(price),
-        limit_price=D(limit_price) if limit_price is not None else None,
-        flatten=flatten,
-        tick_time=at,
-    )
-    context.setdefault("last_price", None)
-    return RiskContext(signal=signal, limits=limits or RiskLimits(), position_quantity=position, **context)
 
 
 def _rules(ctx: RiskContext) -> dict[str, str]:

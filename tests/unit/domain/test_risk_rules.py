@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -30,49 +29,17 @@ from alphapanda.domain.risk import (
     MaxOrderValue,
     MaxPositionValue,
     PriceBand,
-    RiskContext,
     TradeCountCap,
     TradingSession,
     evaluate,
 )
-from alphapanda.events import IST, Product, Side, Signal
+from alphapanda.events import IST, Product, Side
 from alphapanda.strategies import StrategyRisk
+from risk_signals import MID_SESSION as T
+from risk_signals import risk_context as _ctx
 
 D = Decimal
-TOKEN = 738561
-# Monday 24 Nov 2025, an ordinary NSE trading day, mid-session.
-T = datetime(2025, 11, 24, 10, 0, tzinfo=IST)
 NSE = load_trading_calendar()
-
-
-def _ctx(
-    side: Side = Side.BUY,
-    quantity: int = 10,
-    *,
-    position: int = 0,
-    price: str = "1000",
-    limit_price: str | None = None,
-    flatten: bool = False,
-    at: datetime = T,
-    limits: RiskLimits | None = None,
-    product: Product = Product.MIS,
-    **context: Any,
-) -> RiskContext:
-    signal = Signal(
-        instrument_token=TOKEN,
-        tradingsymbol="RELIANCE",
-        exchange="NSE",
-        strategy="ema_fast",
-        side=side,
-        quantity=quantity,
-        product=product,
-        reference_price=D(price),
-        limit_price=D(limit_price) if limit_price is not None else None,
-        flatten=flatten,
-        tick_time=at,
-    )
-    context.setdefault("last_price", None)
-    return RiskContext(signal=signal, limits=limits or RiskLimits(), position_quantity=position, **context)
 
 
 # --- the context ------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ import pytest
 from alphapanda import stages
 from alphapanda.config import BrokerSettings, FillSettings
 from alphapanda.domain.portfolio import Book, Position
-from alphapanda.events import IST, Event, EventType, OrderFilled, PnlSnapshot, Product, Side, source_of
+from alphapanda.events import IST, EventType, PnlSnapshot, Product, Side
 from alphapanda.stages.portfolio_manager import Account, PortfolioManager, position_margin
 from alphapanda.stages.risk_manager import day_pnl_total
 from alphapanda.state import keys
 from alphapanda.state.store import Decision, MemoryStateStore
+from fill_events import fill_event
 
 D = Decimal
 TOKEN = 738561
@@ -48,42 +49,7 @@ def _ltp(store: MemoryStateStore, price: str, token: int = TOKEN) -> None:
     _seed(store, {keys.quote(token): json.dumps({"bid": price, "ask": price, "ltp": price})})
 
 
-def _fill(
-    side: Side,
-    quantity: int,
-    price: str,
-    *,
-    product: Product = Product.MIS,
-    charges: str = "0",
-    strategy: str = "ema_test",
-    token: int = TOKEN,
-    fill_id: str = "fill-1",
-    at: datetime = AT,
-) -> Event:
-    fill = OrderFilled(
-        instrument_token=token,
-        tradingsymbol="RELIANCE" if token == TOKEN else "INFY",
-        exchange="NSE",
-        order_id="order-" + fill_id,
-        fill_id=fill_id,
-        strategy=strategy,
-        side=side,
-        quantity=quantity,
-        price=D(price),
-        product=product,
-        charges=D(charges),
-        filled_at=at,
-    )
-    return Event(
-        id=fill_id,
-        type=EventType.ORDER_FILLED,
-        source=source_of("trading_engine", "paper"),
-        data=fill,
-        partitionkey=str(token),
-        correlationid="idea-1",
-        causationid="validated-1",
-        broker="paper",
-    )
+_fill = fill_event
 
 
 def _account(store: MemoryStateStore) -> dict[str, object]:

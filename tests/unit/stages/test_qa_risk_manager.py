@@ -4,62 +4,30 @@ order is rejected, cancelled or partly filled."""
 
 from __future__ import annotations
 
+import functools
 import json
-from datetime import datetime
 from decimal import Decimal
 
 from alphapanda import stages
 from alphapanda.config import RiskLimits
 from alphapanda.domain.risk import BrokerState
-from alphapanda.events import IST, Event, EventType, OrderType, Side, Signal, SignalRejected, source_of
+from alphapanda.events import Event, EventType, Side, Signal, SignalRejected
 from alphapanda.stages.risk_ledger import LedgerView, release, reserve
 from alphapanda.stages.risk_manager import RiskInputs, RiskManager
 from alphapanda.state import keys
 from alphapanda.state.store import Decision, MemoryStateStore
 from alphapanda.strategies import StrategyRisk
 from alphapanda.topics import market_scope
+from risk_signals import TOKEN, raw_event, risk_signal
 
 D = Decimal
-TOKEN = 738561
 BROKER = "paper"
-T0 = datetime(2025, 11, 24, 10, 0, tzinfo=IST)  # a Monday, mid-session
 
 
-def _signal(
-    side: Side,
-    quantity: int,
-    *,
-    strategy: str = "ema_a",
-    price: str = "1000",
-    limit_price: str | None = None,
-    flatten: bool = False,
-) -> Signal:
-    return Signal(
-        instrument_token=TOKEN,
-        tradingsymbol="RELIANCE",
-        exchange="NSE",
-        strategy=strategy,
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT if limit_price is not None else OrderType.MARKET,
-        reference_price=D(price),
-        limit_price=D(limit_price) if limit_price is not None else None,
-        flatten=flatten,
-        tick_time=T0,
-    )
+_signal = functools.partial(risk_signal, strategy="ema_a")
 
 
-def _raw(signal: Signal, event_id: str = "raw-1") -> Event:
-    return Event(
-        id=event_id,
-        type=EventType.SIGNAL_RAW,
-        source=source_of("strategy_runner"),
-        data=signal,
-        partitionkey=str(TOKEN),
-        correlationid="idea-1",
-        causationid="tick-1",
-        broker=BROKER,
-    )
+_raw = raw_event
 
 
 def _risk(limits: RiskLimits | None = None, **kwargs: object) -> RiskManager:

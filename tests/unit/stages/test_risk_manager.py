@@ -3,6 +3,7 @@ loss limit turning the broker to REDUCING, and per-strategy limits."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,18 +24,17 @@ from alphapanda.events import (
     Signal,
     SignalRejected,
     derive_id,
-    source_of,
 )
 from alphapanda.stages.risk_manager import RiskManager, day_pnl_total
 from alphapanda.state import keys
 from alphapanda.state.store import Decision, MemoryStateStore
 from alphapanda.strategies import StrategyRisk
+from risk_signals import MID_SESSION as T0
+from risk_signals import TOKEN, raw_event, risk_signal
 
 D = Decimal
-TOKEN = 738561
 OTHER = 408065
 PAPER = frozenset({"paper"})
-T0 = datetime(2025, 11, 24, 10, 0, tzinfo=IST)  # a Monday, mid-session
 DAY = "2025-11-24"
 
 
@@ -49,39 +49,11 @@ def _seed(store: MemoryStateStore, writes: dict[str, str]) -> None:
     )
 
 
-def _signal(
-    side: Side = Side.BUY,
-    quantity: int = 10,
-    *,
-    strategy: str = "ema_test",
-    price: str = "1480",
-    at: datetime = T0,
-    flatten: bool = False,
-) -> Signal:
-    return Signal(
-        instrument_token=TOKEN,
-        tradingsymbol="RELIANCE",
-        exchange="NSE",
-        strategy=strategy,
-        side=side,
-        quantity=quantity,
-        reference_price=D(price),
-        flatten=flatten,
-        tick_time=at,
-    )
+_signal = functools.partial(risk_signal, strategy="ema_test", price="1480")
 
 
 def _raw(signal: Signal | None = None, event_id: str = "raw-1") -> Event:
-    return Event(
-        id=event_id,
-        type=EventType.SIGNAL_RAW,
-        source=source_of("strategy_runner"),
-        data=signal or _signal(),
-        partitionkey=str(TOKEN),
-        correlationid="idea-1",
-        causationid="tick-1",
-        broker="paper",
-    )
+    return raw_event(signal or _signal(), event_id)
 
 
 def _risk(limits: RiskLimits | None = None, **kwargs: object) -> RiskManager:

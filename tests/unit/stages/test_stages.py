@@ -26,7 +26,6 @@ from alphapanda.events import (
     OrderFilled,
     OrderSubmitted,
     PnlSnapshot,
-    Product,
     Side,
     Signal,
     SignalRejected,
@@ -42,6 +41,7 @@ from alphapanda.stages.trading_engine import TradingEngine
 from alphapanda.state import keys
 from alphapanda.state.store import Decision, MemoryStateStore
 from alphapanda.strategies import StrategySpec
+from fill_events import fill_event
 
 D = Decimal
 TOKEN = 738561
@@ -115,29 +115,7 @@ def _validated_event(signal: Signal | None = None) -> Event:
 
 
 def _fill_event(side: Side, quantity: int, price: str, *, fill_id: str = "fill-1") -> Event:
-    fill = OrderFilled(
-        instrument_token=TOKEN,
-        tradingsymbol="RELIANCE",
-        exchange="NSE",
-        order_id="order-" + fill_id,
-        fill_id=fill_id,
-        strategy="ema_test",
-        side=side,
-        quantity=quantity,
-        price=D(price),
-        product=Product.MIS,
-        filled_at=T0 + timedelta(seconds=1),
-    )
-    return Event(
-        id=fill_id,
-        type=EventType.ORDER_FILLED,
-        source=source_of("trading_engine", "paper"),
-        data=fill,
-        partitionkey=str(TOKEN),
-        correlationid="idea-1",
-        causationid="validated-1",
-        broker="paper",
-    )
+    return fill_event(side, quantity, price, fill_id=fill_id, at=T0 + timedelta(seconds=1))
 
 
 def _engine(slippage_bps: str = "2") -> TradingEngine:
