@@ -142,6 +142,7 @@ def kite_sandbox(
 
     `settings` must come from `sandbox_settings` and carry real Kafka and Redis endpoints.
     """
+    from alphapanda.brokers.zerodha.charges import LiveChargeRates
     from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, TickerOrderUpdates
     from alphapanda.brokers.zerodha.session import SessionStore, complete_login
     from alphapanda.brokers.zerodha.ticker_feed import FeedInstrument, KiteTickerFeed
@@ -182,8 +183,10 @@ def kite_sandbox(
         publisher = EventPublisher(settings.kafka.bootstrap_servers, settings.kafka.ack_timeout_s)
         stack.callback(publisher.close)
         store = RedisStateStore(client, settings.redis.claim_ttl_s)
+        charges = LiveChargeRates.shipped(instruments)
         updates = [
-            TickerOrderUpdates(OrderUpdateProcessor(store, broker), publisher).start() for broker in brokers
+            TickerOrderUpdates(OrderUpdateProcessor(store, broker, charges=charges), publisher).start()
+            for broker in brokers
         ]
         for u in updates:
             stack.callback(u.stop)

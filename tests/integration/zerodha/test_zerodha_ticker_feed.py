@@ -11,6 +11,7 @@ import redis
 from zerodha_env import API_KEY, API_SECRET, BROKER, INFY, SBIN, of_type, read_events, validated
 
 from alphapanda import topics
+from alphapanda.brokers.zerodha.charges import LiveChargeRates
 from alphapanda.brokers.zerodha.orders import OrderContext
 from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, TickerOrderUpdates
 from alphapanda.brokers.zerodha.session import SessionError, SessionStore, complete_login
@@ -18,6 +19,7 @@ from alphapanda.brokers.zerodha.ticker_feed import FeedInstrument, KiteTickerFee
 from alphapanda.brokers.zerodha.trader import ZerodhaTrader
 from alphapanda.bus.kafka import EventPublisher, ensure_topics, from_kafka, to_kafka
 from alphapanda.config import KiteSettings, load_settings
+from alphapanda.domain.charges import charges_on_turnover
 from alphapanda.domain.instruments import load_instruments
 from alphapanda.events import IST, Event, EventType, MarketTick, OrderFilled, tick_event
 from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
@@ -173,7 +175,7 @@ def test_feed_when_connection_drops_and_a_new_login_happened_then_reconnects_wit
     assert feed.stats.closes >= 1 and feed.stats.connects >= 2
 
 
-def test_feed_when_order_update_arrives_on_the_ticker_then_it_becomes_a_filled_event_once(
+def test_feed_when_order_update_arrives_on_the_ticker_then_it_becomes_a_filled_event_once_with_charges(
     kafka: EmbeddedKafka,
     sandbox: KiteSandbox,
     access_token: str,
@@ -182,7 +184,8 @@ def test_feed_when_order_update_arrives_on_the_ticker_then_it_becomes_a_filled_e
     kite_settings: KiteSettings,
     start_feed: Callable[..., KiteTickerFeed],
 ) -> None:
-    updates = TickerOrderUpdates(OrderUpdateProcessor(store, BROKER), publisher).start()
+    charges = LiveChargeRates.shipped(load_instruments())
+    updates = TickerOrderUpdates(OrderUpdateProcessor(store, BROKER, charges=charges), publisher).start()
     try:
         start_feed(order_updates=updates)
         sandbox.set_price("NSE:SBIN", "799.95")
@@ -201,6 +204,10 @@ def test_feed_when_order_update_arrives_on_the_ticker_then_it_becomes_a_filled_e
     (fill,) = [e.data for e in of_type(events, EventType.ORDER_FILLED) if e.data.order_id == order_id]  # type: ignore[union-attr]
     assert isinstance(fill, OrderFilled)
     assert (fill.quantity, fill.price, fill.remaining_quantity) == (2, Decimal("799.95"), 0)
+    # Charged as the paper broker charges the same order (Kite's contract note is the final word).
+    rates = charges.for_order(fill.instrument_token, fill.exchange, fill.product.value, fill.filled_at)
+    assert rates is not None
+    assert fill.charges == charges_on_turnover(fill.side, 2, Decimal("1599.90"), rates).total > 0
 
 
 def test_run_kite_feed_when_logged_in_then_configured_instruments_stream_until_stopped(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from alphapanda.brokers.zerodha import keys
+from alphapanda.brokers.zerodha.charges import LiveChargeRates
 from alphapanda.brokers.zerodha.orders import OrderContext
 from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, PostbackEndpoint
 from alphapanda.brokers.zerodha.updates import (
@@ -22,6 +23,8 @@ from alphapanda.brokers.zerodha.updates import (
     to_events,
     verify_checksum,
 )
+from alphapanda.domain.charges import charges_on_turnover
+from alphapanda.domain.instruments import load_instruments
 from alphapanda.events import (
     IST,
     Event,
@@ -184,7 +187,7 @@ def test_to_events_when_same_update_twice_then_same_ids_on_the_broker_topics_wit
 def _processor() -> tuple[OrderUpdateProcessor, MemoryStateStore]:
     store = MemoryStateStore()
     store.process_once("seed", [], lambda _v: _seed())
-    return OrderUpdateProcessor(store, "zerodha"), store
+    return OrderUpdateProcessor(store, "zerodha", charges=None), store
 
 
 def _seed() -> Any:
@@ -269,3 +272,78 @@ def test_endpoint_when_signed_update_then_events_published_before_200() -> None:
 
     assert (answer.status, [e.topic for e in recorder.published]) == (200, ["zerodha.orders.filled"])
     assert malformed.status == 400
+
+
+def _live_rates() -> LiveChargeRates:
+    return LiveChargeRates.shipped(load_instruments())
+
+
+def test_interpret_when_rates_given_then_parts_carry_the_whole_orders_charges_between_them() -> None:
+    rates = _live_rates().for_order(779521, "NSE", "MIS", AT)
+    assert rates is not None
+
+    first = interpret(_update("UPDATE", 4, 800), CTX, Progress(), AT, rates)
+    second = interpret(_update("COMPLETE", 10, 801.2), CTX, first.progress, AT, rates)
+
+    (fill1,) = [p for _, p in first.emitted]
+    (fill2,) = [p for _, p in second.emitted]
+    assert isinstance(fill1, OrderFilled) and isinstance(fill2, OrderFilled)
+    # 4 x 800 + 6 x 802: the order's charges on its exact traded value, as a paper order's.
+    whole = charges_on_turnover(Side.BUY, 10, Decimal(8012), rates)
+    assert fill1.charges > 0 and fill2.charges > 0
+    assert fill1.charges + fill2.charges == whole.total
+    assert fill1.charge_lines is not None and fill2.charge_lines is not None
+    assert fill1.charge_lines.stamp_duty + fill2.charge_lines.stamp_duty == whole.stamp_duty
+    assert second.progress.charged == whole
+
+
+def test_interpret_when_no_rates_then_fills_carry_no_charges() -> None:
+    meaning = interpret(_update("COMPLETE", 10, 800), CTX, Progress(), AT)
+
+    (fill,) = [p for _, p in meaning.emitted]
+    assert isinstance(fill, OrderFilled)
+    assert (fill.charges, fill.charge_lines) == (Decimal(0), None)
+
+
+def test_progress_when_round_tripped_then_charges_kept_and_progress_stored_before_charges_reads_as_none() -> (
+    None
+):
+    rates = _live_rates().for_order(779521, "NSE", "CNC", AT)
+    assert rates is not None
+    progress = interpret(_update("UPDATE", 4, 800), CTX, Progress(), AT, rates).progress
+
+    assert Progress.from_json(progress.to_json()) == progress
+    old = Progress.from_json(json.dumps({"filled": 4, "value": "3200", "final": ""}))
+    assert (old.filled, old.value, old.charged.total) == (4, Decimal(3200), Decimal(0))
+
+
+def test_live_rates_when_instrument_unknown_or_product_unpriced_then_none_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    live = _live_rates()
+
+    with caplog.at_level("WARNING"):
+        assert live.for_order(1, "NSE", "MIS", AT) is None
+        assert live.for_order(1, "NSE", "MIS", AT) is None
+        assert live.for_order(779521, "NSE", "NRML", AT) is None
+    assert len(caplog.records) == 2
+    assert "not in the instrument list" in caplog.records[0].getMessage()
+    cnc = live.for_order(779521, "NSE", "CNC", AT)
+    assert cnc is not None and cnc.stt.rate_pct == Decimal("0.1")
+
+
+def test_processor_when_charges_estimated_and_kite_repeats_the_update_then_the_fill_charged_once() -> None:
+    store = MemoryStateStore()
+    store.process_once("seed", [], lambda _v: _seed())
+    processor = OrderUpdateProcessor(store, "zerodha", charges=_live_rates())
+
+    first = processor.process(_update("UPDATE", 4, 800))
+    again = processor.process(_update("UPDATE", 4, 800))
+    last = processor.process(_update("COMPLETE", 10, 801.2))
+
+    assert first is not None and again is not None and last is not None
+    assert [e.data for e in first] == [e.data for e in again]
+    fills = [e.data for e in (*first, *last) if isinstance(e.data, OrderFilled)]
+    rates = _live_rates().for_order(779521, "NSE", "MIS", AT)
+    assert rates is not None
+    assert sum(f.charges for f in fills) == charges_on_turnover(Side.BUY, 10, Decimal(8012), rates).total

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from alphapanda.brokers.zerodha import keys
+from alphapanda.brokers.zerodha.charges import LiveChargeRates
 from alphapanda.brokers.zerodha.orders import OrderContext
 from alphapanda.brokers.zerodha.trader import give_back_unfilled
 from alphapanda.brokers.zerodha.updates import (
@@ -34,6 +35,7 @@ from alphapanda.brokers.zerodha.updates import (
     verify_checksum,
 )
 from alphapanda.config import Settings, load_settings
+from alphapanda.domain.instruments import load_instruments
 from alphapanda.events import Event, now
 from alphapanda.stages.risk_ledger import ledger_reads
 from alphapanda.state import keys as core_keys
@@ -48,11 +50,22 @@ class Publisher(Protocol):
 
 
 class OrderUpdateProcessor:
-    """Turn Kite order updates of one broker into order events, each update exactly once."""
+    """Turn Kite order updates of one broker into order events, each update exactly once.
 
-    def __init__(self, store: StateStore, broker: str, clock: Callable[[], datetime] = now) -> None:
+    `charges` estimates each fill's charges (None: fills carry none); it is asked for, not
+    defaulted, so that no process leaves its live fills uncharged by omission."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        broker: str,
+        *,
+        charges: LiveChargeRates | None,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
         self._store = store
         self.broker = broker
+        self._charges = charges
         self._clock = clock
 
     def process(self, update: OrderUpdate) -> list[Event] | None:
@@ -73,10 +86,15 @@ class OrderUpdateProcessor:
             *ledger_reads(self.broker, ctx.instrument_token, ctx.strategy),
         ]
         at = update.updated_at or self._clock()
+        rates = (
+            self._charges.for_order(ctx.instrument_token, ctx.exchange, ctx.product, at)
+            if self._charges is not None
+            else None
+        )
 
         def decide(values: dict[str, str | None]) -> Decision:
             progress = Progress.from_json(values[progress_key])
-            meaning = interpret(update, ctx, progress, at)
+            meaning = interpret(update, ctx, progress, at, rates)
             writes: dict[str, str] = {}
             if meaning.progress != progress:
                 writes[progress_key] = meaning.progress.to_json()
@@ -174,8 +192,9 @@ class _Runtime:
                 "order_updates needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL"
             )
         store, publisher = connect(settings)
+        charges = LiveChargeRates.shipped(load_instruments(settings.instruments_file))
         with self._lock:
-            self._processor = OrderUpdateProcessor(store, zerodha_broker(settings))
+            self._processor = OrderUpdateProcessor(store, zerodha_broker(settings), charges=charges)
             self._publisher = publisher
 
     def processor(self) -> OrderUpdateProcessor:

@@ -378,6 +378,7 @@ def run_kite_feed(
     """
     import redis
 
+    from alphapanda.brokers.zerodha.charges import LiveChargeRates
     from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, TickerOrderUpdates, zerodha_broker
     from alphapanda.brokers.zerodha.session import SessionStore
     from alphapanda.bus.kafka import EventPublisher, ensure_topics
@@ -405,7 +406,12 @@ def run_kite_feed(
     publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
     updates = (
         TickerOrderUpdates(
-            OrderUpdateProcessor(RedisStateStore(client, settings.redis.claim_ttl_s), broker), publisher
+            OrderUpdateProcessor(
+                RedisStateStore(client, settings.redis.claim_ttl_s),
+                broker,
+                charges=LiveChargeRates.shipped(chosen),
+            ),
+            publisher,
         ).start()
         if order_updates
         else None

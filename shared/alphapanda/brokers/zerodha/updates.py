@@ -19,6 +19,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from alphapanda.brokers.zerodha.orders import OrderContext
+from alphapanda.domain.charges import ChargeBreakdown, ChargeRates
+from alphapanda.domain.fills import OrderExecution, charge_lines
 from alphapanda.events import (
     IST,
     TYPE_OF,
@@ -119,21 +121,39 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What of one Kite order is already accounted for: filled quantity, its value, and the end."""
+    """What of one Kite order is already accounted for: filled quantity, its value, the charges
+    estimated on it so far (`charges.LiveChargeRates`), and the end."""
 
     filled: int = 0
     value: Decimal = Decimal(0)
     final: str = ""
+    charged: ChargeBreakdown = field(default_factory=ChargeBreakdown.zero)
 
     def to_json(self) -> str:
-        return json.dumps({"filled": self.filled, "value": str(self.value), "final": self.final})
+        return json.dumps(
+            {
+                "filled": self.filled,
+                "value": str(self.value),
+                "final": self.final,
+                "charged": {k: str(v) for k, v in self.charged.as_dict().items() if k != "total"},
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: str | None) -> Progress:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(int(data["filled"]), Decimal(data["value"]), str(data.get("final", "")))
+        # Progress stored before charges were estimated has no "charged": nothing was charged.
+        charged = data.get("charged")
+        return cls(
+            int(data["filled"]),
+            Decimal(data["value"]),
+            str(data.get("final", "")),
+            ChargeBreakdown(**{k: Decimal(v) for k, v in charged.items()})
+            if charged
+            else ChargeBreakdown.zero(),
+        )
 
 
 @dataclass(frozen=True)
@@ -146,8 +166,17 @@ class Interpretation:
     ended_unfilled: int | None = None
 
 
-def interpret(update: OrderUpdate, ctx: OrderContext, progress: Progress, at: datetime) -> Interpretation:
-    """Decide the events `update` means, given what `progress` already accounted for."""
+def interpret(
+    update: OrderUpdate,
+    ctx: OrderContext,
+    progress: Progress,
+    at: datetime,
+    rates: ChargeRates | None = None,
+) -> Interpretation:
+    """Decide the events `update` means, given what `progress` already accounted for.
+
+    With `rates`, a fill carries the charges of the whole order so far minus what its earlier
+    fills carried (`OrderExecution.after_fill`, as a paper fill is charged); without, none."""
     if progress.final or update.filled_quantity < progress.filled:
         # Kite may deliver an older state after a newer one, or anything after the order ended:
         # it must not undo or repeat anything.
@@ -164,10 +193,18 @@ def interpret(update: OrderUpdate, ctx: OrderContext, progress: Progress, at: da
         "side": ctx.side,
     }
     delta = update.filled_quantity - progress.filled
-    new_progress = Progress(progress.filled, progress.value, final or progress.final)
+    new_progress = Progress(progress.filled, progress.value, final or progress.final, progress.charged)
     if delta > 0:
         price = _fill_price(update, progress, delta)
-        new_progress = Progress(update.filled_quantity, progress.value + price * delta, new_progress.final)
+        charged = ChargeBreakdown.zero()
+        order_charged = progress.charged
+        if rates is not None:
+            executed = OrderExecution(progress.filled, progress.value, progress.charged)
+            executed, charged = executed.after_fill(ctx.side, delta, price, rates)
+            order_charged = executed.charged
+        new_progress = Progress(
+            update.filled_quantity, progress.value + price * delta, new_progress.final, order_charged
+        )
         still_open = (
             0 if final else max(update.quantity - update.filled_quantity - update.cancelled_quantity, 0)
         )
@@ -182,6 +219,8 @@ def interpret(update: OrderUpdate, ctx: OrderContext, progress: Progress, at: da
             signal_id=ctx.signal_id,
             flatten=ctx.flatten,
             filled_at=when,
+            charges=charged.total,
+            charge_lines=charge_lines(charged) if rates is not None else None,
         )
         emitted.append((("fill", str(update.filled_quantity)), fill))
     unfilled = max(update.quantity - update.filled_quantity, 0)
