@@ -206,6 +206,19 @@ def test_render_when_paper_only_then_nothing_of_zerodha_is_rendered(chart: Chart
     assert not [s for s in rendered.of_kind("Secret") if "kite" in s["metadata"]["name"]]
 
 
+def test_render_when_defaults_then_the_read_api_is_served_once_over_plain_http_without_a_source(
+    chart: Chart,
+) -> None:
+    rendered = render_brokers(chart, ["paper", "paper-2"])
+    (container,) = rendered.ksvcs["api"]["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--signature-type") + 1] == "http"
+    assert args[args.index("--source") + 1] == "functions/api/main.py"
+    assert not sinking_to(rendered, "api")
+    assert not [name for name in rendered.ksvcs if name.endswith("-api")]  # shared, not per broker
+    assert "networking.knative.dev/visibility" not in rendered.ksvcs["api"]["metadata"]["labels"]
+
+
 HTTP_FUNCTIONS = ("--set", "functions.order_updates.enabled=true", "--set", "functions.api.enabled=true")
 
 

@@ -1,0 +1,174 @@
+"""The read API: what each broker holds and earned, an order's status, and the Kite login callback.
+
+`ReadApi` is free of any web framework (method, path and query in; status and JSON out) so it is
+tested directly; functions/api serves it behind functions-framework. It only reads trading
+state: positions, cash and PnL as the portfolio manager last wrote them, priced at the latest
+quote as the terminal summary prices them (`reports.broker_summary`). The one write is the Kite
+session the login callback stores (`session.login_callback`), which is not trading state.
+
+Routes (GET only):
+  /healthz                               {"status": "ok"}
+  /brokers                               every configured broker's summary
+  /brokers/{broker}                      one broker's summary
+  /brokers/{broker}/positions            its open positions, per strategy and instrument
+  /brokers/{broker}/orders/{order_id}    an order's status, as the trading stages record it
+  /login/{broker}?request_token=...      a zerodha broker's Kite login redirect (register
+                                         https://<api host>/login/<broker> as the Kite app's
+                                         redirect URL)
+Money is a decimal string (never a binary float), as in the events.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from alphapanda.brokers.base import Quote
+from alphapanda.domain.risk import BrokerState
+from alphapanda.runtime.reports import BrokerSummary, books, broker_summary
+from alphapanda.state import keys
+from alphapanda.state.store import StateStore
+from alphapanda.topics import broker_kind, market_scope
+
+Login = Callable[[Mapping[str, str], str], tuple[int, str]]
+"""(query, broker) -> (status, text): `session.login_callback` bound to the Kite settings and Redis."""
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.body, sort_keys=True)
+
+
+class ReadApi:
+    """The routes above over a state store, for the configured `brokers`."""
+
+    def __init__(self, store: StateStore, brokers: Sequence[str], login: Login | None = None) -> None:
+        self._store = store
+        self._brokers = tuple(brokers)
+        self._login = login
+
+    def __call__(self, method: str, path: str, query: Mapping[str, str]) -> ApiResponse:
+        if method not in ("GET", "HEAD"):
+            return _error(405, f"{method} is not allowed: this API only reads (use GET)")
+        parts = [p for p in path.split("/") if p]
+        if parts == ["healthz"]:
+            return ApiResponse(200, {"status": "ok"})
+        if parts == ["brokers"]:
+            return ApiResponse(200, {"brokers": [self._summary(b) for b in self._brokers]})
+        if len(parts) >= 2 and parts[0] in ("brokers", "login"):
+            broker = parts[1]
+            if broker not in self._brokers:
+                return _error(404, f"no broker {broker!r} here; the brokers are {', '.join(self._brokers)}")
+            if parts[0] == "login" and len(parts) == 2:
+                return self._login_route(broker, query)
+            if len(parts) == 2:
+                return ApiResponse(200, self._summary(broker))
+            if parts[2:] == ["positions"]:
+                return ApiResponse(200, {"broker": broker, "positions": self._positions(broker)})
+            if len(parts) == 4 and parts[2] == "orders":
+                return self._order(broker, parts[3])
+        return _error(404, f"no route {path!r}; see GET /brokers, /brokers/<broker>/positions")
+
+    def _summary(self, broker: str) -> dict[str, Any]:
+        summary: BrokerSummary = broker_summary(self._store, broker)
+        return {
+            "broker": broker,
+            "state": self._store.get(keys.control(broker)) or BrokerState.ACTIVE.value,
+            "open_positions": summary.open_positions,
+            "trades": summary.trades,
+            "realised_pnl": str(summary.realised_pnl),
+            "unrealised_pnl": str(summary.unrealised_pnl),
+            "total_pnl": str(summary.total_pnl),
+            "cash": str(summary.cash),
+            "charges": str(summary.charges),
+        }
+
+    def _positions(self, broker: str) -> list[dict[str, Any]]:
+        out = []
+        for strategy, book in books(self._store, broker).items():
+            for token, pos in book.positions:
+                if pos.net_quantity == 0:
+                    continue
+                raw = self._store.get(keys.quote(token, market_scope(broker)))
+                mark: Decimal | None = Quote.from_json(json.loads(raw)).last_price if raw else None
+                out.append(
+                    {
+                        "strategy": strategy,
+                        "instrument_token": token,
+                        "product": pos.product,
+                        "quantity": pos.net_quantity,
+                        "average_price": str(pos.average_price),
+                        "realised_pnl": str(pos.realised_pnl),
+                        "last_price": str(mark) if mark is not None else None,
+                        "unrealised_pnl": str(pos.unrealised_pnl(mark)) if mark is not None else None,
+                    }
+                )
+        return out
+
+    def _order(self, broker: str, order_id: str) -> ApiResponse:
+        raw = self._store.get(keys.order(broker, order_id))
+        if raw is None:
+            return _error(404, f"no order {order_id!r} on {broker}")
+        return ApiResponse(200, {"broker": broker, "order_id": order_id, **json.loads(raw)})
+
+    def _login_route(self, broker: str, query: Mapping[str, str]) -> ApiResponse:
+        if broker_kind(broker) != "zerodha" or self._login is None:
+            return _error(404, f"{broker} has no Kite login: only a zerodha broker logs in")
+        status, text = self._login(query, broker)
+        return ApiResponse(status, {"broker": broker, "message": text})
+
+
+def _error(status: int, message: str) -> ApiResponse:
+    return ApiResponse(status, {"error": message})
+
+
+class LazyReadApi:
+    """`ReadApi` on the settings' Redis, connected on the first request: functions-framework
+    imports the module before the pod's network is up, and a failed connect must answer 503
+    (and be retried on the next request), not stop the server."""
+
+    def __init__(self) -> None:
+        self._api: ReadApi | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, query: Mapping[str, str]) -> ApiResponse:
+        try:
+            api = self._connected()
+        except Exception as exc:  # any connect failure is the same answer: not ready yet
+            return _error(503, f"the read API cannot reach its state yet: {exc}")
+        return api(method, path, query)
+
+    def _connected(self) -> ReadApi:
+        with self._lock:
+            if self._api is None:
+                self._api = _connect()
+            return self._api
+
+
+def _connect() -> ReadApi:
+    import redis
+
+    from alphapanda.brokers.zerodha.session import login_callback
+    from alphapanda.config import ConfigError, load_settings
+    from alphapanda.state.store import RedisStateStore
+
+    settings = load_settings()
+    if not settings.redis.url:
+        raise ConfigError("the read API needs ALPHAPANDA_REDIS__URL")
+    client: Any = redis.Redis.from_url(settings.redis.url)
+    client.ping()
+
+    def login(query: Mapping[str, str], broker: str) -> tuple[int, str]:
+        answer = login_callback(query, settings.kite, client, broker)
+        return answer.status, answer.body
+
+    return ReadApi(RedisStateStore(client, settings.redis.claim_ttl_s), settings.brokers, login)
