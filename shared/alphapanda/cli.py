@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from alphapanda import cli_backtest, cli_bench, cli_trace, cli_zerodha
@@ -13,6 +14,7 @@ from alphapanda.brokers.zerodha.session import SessionError
 from alphapanda.cli_args import (
     aware_time,
     broker_name,
+    check_tick_file,
     existing_file,
     non_negative_number,
     output_file,
@@ -44,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=7, help="simulator seed")
     run.add_argument("--strategies", type=existing_file, help="strategies YAML file")
     run.add_argument("--duration", type=positive_number, help="stop after this many seconds")
-    run.add_argument("--replay", type=existing_file, help="replay this CSV tick file instead of simulating")
+    # Checked in `_run_pipeline` (check_tick_file): one line naming what is wrong, not argparse's usage.
+    run.add_argument("--replay", type=Path, help="replay this CSV tick file instead of simulating")
     run.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
     run.add_argument(
         "--kite-sandbox",
@@ -151,7 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from alphapanda.runtime.local import RunOptions, run_local
+    try:
+        return _run_pipeline(args)
+    except KeyboardInterrupt:
+        # Ctrl-C while the runner does not handle it (before it took the signal over, or after it
+        # gave it back): there is nothing of the run left to stop.
+        print("alphapanda: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from alphapanda.runtime.local import RunFailed, RunOptions, run_local
 
     overrides: dict[str, Any] = {}
     if args.brokers is not None:
@@ -168,6 +181,8 @@ def _run(args: argparse.Namespace) -> int:
             )
         if args.replay is not None:
             raise ConfigError("--kite-sandbox takes its ticks from the sandbox: it cannot replay a file")
+    if args.replay is not None:
+        check_tick_file(args.replay)
     if args.metrics_port is not None:
         from alphapanda.metrics import start_metrics_server
 
@@ -182,7 +197,12 @@ def _run(args: argparse.Namespace) -> int:
         live_view=not args.no_live,
         kite_sandbox=args.kite_sandbox,
     )
-    run_local(settings, options)
+    try:
+        run_local(settings, options)
+    except RunFailed as exc:
+        # The summary is printed; what stopped the run is one line, not a traceback.
+        print(f"alphapanda: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

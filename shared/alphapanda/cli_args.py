@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+from alphapanda.config import ConfigError
 from alphapanda.topics import broker_kind, validate_broker_name
 
 MAX_PORT = 65_535
@@ -119,6 +120,28 @@ def existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return path
+
+
+def check_tick_file(path: Path, option: str = "--replay") -> None:
+    """Raise `ConfigError` (one line) unless `path` is a readable CSV tick file whose first row
+    parses. Checked before a run starts anything: the feed would read it only after the servers
+    and the pipeline are up, and fail there, in a traceback."""
+    from alphapanda.feed import TickFileError, read_ticks_csv
+
+    fix = "name a tick file, or write one with `alphapanda simulate --ticks N --out FILE`"
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder: {fix}")
+    try:
+        # The generator is dropped at once, which closes the file it has open.
+        next(read_ticks_csv(path), None)
+    except FileNotFoundError:
+        raise ConfigError(f"{option} {path}: no such file: {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} cannot be read ({exc.strerror or exc}): {fix}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{option} {path} is not a text CSV file: {fix}") from None
+    except TickFileError as exc:
+        raise ConfigError(f"{option} {exc}: {fix}") from None
 
 
 def aware_time(text: str) -> datetime:

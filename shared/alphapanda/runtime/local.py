@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
+import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from alphapanda.bus.dispatcher import Dispatcher
 from alphapanda.bus.kafka import EventPublisher
-from alphapanda.config import Settings, first_instruments
+from alphapanda.config import ConfigError, Settings, first_instruments
 from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.events import EventType, now
-from alphapanda.runtime.bootstrap import Core, build_core, connect, infrastructure
+from alphapanda.runtime.bootstrap import Core, build_core, connect
 from alphapanda.runtime.feed import (
     Feed,
     FeedPlan,
@@ -30,7 +34,7 @@ from alphapanda.runtime.feed import (
 )
 from alphapanda.runtime.marks import mark_to_market
 from alphapanda.runtime.reports import BrokerSummary, broker_summary
-from alphapanda.runtime.runinfo import remove_runinfo, write_runinfo
+from alphapanda.runtime.runinfo import claim_runinfo, publish_runinfo, remove_runinfo
 from alphapanda.state.store import RedisStateStore, StateStore
 from alphapanda.topics import Function, bindings, broker_kind
 
@@ -84,92 +88,305 @@ class RunTotals:
         ]
 
 
-class _Stop(Exception):
-    pass
+class RunFailed(RuntimeError):
+    """The run stopped because something it depends on failed; the message is one line."""
 
 
-def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
-    raise _Stop()
+class _Stop(BaseException):
+    """Raised in the main thread by the first SIGTERM or SIGINT, to stop the run.
+
+    A BaseException, not an Exception: start-up waits on servers in loops with broad
+    `except Exception` handlers (the broker's health check), which would swallow it and go on
+    starting as if no one had asked to stop.
+    """
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT while the runner runs: the first raises `_Stop` where the main thread
+    is; once shutdown has begun, a signal (a second Ctrl-C) instead sets `hurry`, which cuts the
+    drain short: raising again there would break off the shutdown half way, child servers and all."""
+
+    def __init__(self) -> None:
+        self.shutting_down = False
+        self.hurry = threading.Event()
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        # Handlers can only be set from the main thread (an embedding caller may run us elsewhere).
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not self.shutting_down:
+            self.shutting_down = True
+            raise _Stop(name)
+        if not self.hurry.is_set():
+            self.hurry.set()
+            # os.write, not print: a signal handler may interrupt a print to the same stream.
+            os.write(2, f"{name} again: stopping now, without waiting for the pipeline to drain\n".encode())
+
+
+class _Server(Protocol):
+    """An embedded server the runner started (runtime.embedded), watched while it runs."""
+
+    label: str
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def exit_code(self) -> int | None: ...
+
+
+def _start_servers(settings: Settings, stack: contextlib.ExitStack) -> tuple[Settings, list[_Server]]:
+    """`bootstrap.infrastructure`, keeping the server processes, so the run notices one dying."""
+    from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
+
+    servers: list[_Server] = []
+    kafka, redis_settings = settings.kafka, settings.redis
+    if not kafka.bootstrap_servers:
+        broker = stack.enter_context(EmbeddedKafka())
+        servers.append(broker)
+        kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+    if not redis_settings.url:
+        server = stack.enter_context(EmbeddedRedis())
+        servers.append(server)
+        redis_settings = redis_settings.model_copy(update={"url": server.url})
+    return settings.model_copy(update={"kafka": kafka, "redis": redis_settings}), servers
+
+
+def _check_servers(servers: Sequence[_Server]) -> None:
+    """Raise `RunFailed` if an embedded server has exited: the pipeline cannot go on without it,
+    and its consumers would otherwise retry against a closed port for ever."""
+    for server in servers:
+        code = server.exit_code()
+        if code is not None:
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            raise RunFailed(
+                f"the {server.label} (pid {server.pid}) {how} during the run; the run stopped "
+                f"(start it again; its state is lost)"
+            )
+
+
+REACH_TIMEOUT_S = 5.0
+"""How long a configured Kafka or Redis may take to answer at start before the run gives up."""
+
+
+def _check_reachable(settings: Settings) -> None:
+    """Fail fast, in one line, on a Kafka or Redis the user named that does not answer: unchecked,
+    Redis fails in a traceback and Kafka only after the topic admin's 15 s timeout."""
+    if settings.redis.url:
+        client = redis.Redis.from_url(
+            settings.redis.url, socket_connect_timeout=REACH_TIMEOUT_S, socket_timeout=REACH_TIMEOUT_S
+        )
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(
+                f"ALPHAPANDA_REDIS__URL={settings.redis.url} does not answer ({reason}): start that Redis, "
+                f"correct the URL, or unset ALPHAPANDA_REDIS__URL to run an embedded redis-server"
+            ) from None
+        finally:
+            client.close()
+    if settings.kafka.bootstrap_servers:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        # log_level 0: librdkafka would otherwise print a line per failed connect on stderr.
+        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "log_level": 0})
+        try:
+            admin.list_topics(timeout=REACH_TIMEOUT_S)
+        except KafkaException as exc:
+            reason = exc.args[0].str() if exc.args else str(exc)
+            raise ConfigError(
+                f"ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers} does not answer "
+                f"within {REACH_TIMEOUT_S:g}s ({reason}): start that Kafka, correct the address, or unset "
+                f"ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS to run the embedded broker"
+            ) from None
+
+
+def _empty_totals() -> RunTotals:
+    """The totals of a run stopped before its pipeline started: nothing happened."""
+    return RunTotals(0, 0, 0, 0, 0, 0, 0, 0, 0, brokers=(), per_broker=())
 
 
 def run_local(settings: Settings, options: RunOptions, console: Console | None = None) -> RunTotals:
-    """Start everything, run until the duration ends, the replay is done or Ctrl-C; then stop it all."""
+    """Start everything, run until the duration ends, the replay is done or Ctrl-C; then stop it all.
+
+    Raises `ConfigError` for a setting that keeps the run from starting (an unreachable Kafka or
+    Redis, another run on the same run-info file), `RunFailed` when a server or the feed fails.
+    """
     console = console or Console()
+    with _StopSignals() as signals:
+        try:
+            return _run_local(settings, options, console, signals)
+        except _Stop as stop:
+            # Stopped before the pipeline ran: whatever had started has been stopped on the way
+            # out (servers by their context managers), so there is only the summary to give.
+            console.print(f"stopped by {stop.signame} during start-up")
+            totals = _empty_totals()
+            print(totals.line(), flush=True)
+            return totals
+        finally:
+            remove_runinfo()
+
+
+def _run_local(settings: Settings, options: RunOptions, console: Console, signals: _StopSignals) -> RunTotals:
     if options.kite_sandbox:
         from alphapanda.runtime.sandboxed import sandbox_settings
 
         settings = sandbox_settings(settings)
     core = build_core(settings)
     instruments = first_instruments(core.instruments, options.instruments)
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
-    try:
-        with infrastructure(settings) as settings, contextlib.ExitStack() as extras:
-            console.print(
-                f"[bold]alphapanda[/] kafka {settings.kafka.bootstrap_servers}  redis {settings.redis.url}  "
-                f"brokers {','.join(settings.brokers)}  instruments {len(instruments)}"
-            )
-            store, publisher = connect(settings)
-            write_runinfo(settings)
-            dispatcher = Dispatcher(
-                bindings(list(settings.brokers)),
-                core.stage_for,
-                store,
-                publisher,
-                settings.kafka,
-                settings.delivery,
-            )
-            dispatcher.start()
-            market_start = session_start_for_simulation(load_trading_calendar(), now())
-            if not options.replay:
-                source = "Kite sandbox" if options.kite_sandbox else "simulated NSE"
-                console.print(f"{source} market clock starts at {market_start:%Y-%m-%d %H:%M:%S %Z}")
-            feed: Feed
-            if options.kite_sandbox:
-                from alphapanda.runtime.sandboxed import kite_sandbox
+    _check_reachable(settings)
+    # Claimed before any server starts, so a second run on the same directory is refused at once.
+    claim_runinfo()
+    with contextlib.ExitStack() as extras:
+        settings, servers = _start_servers(settings, extras)
+        console.print(
+            f"[bold]alphapanda[/] kafka {settings.kafka.bootstrap_servers}  redis {settings.redis.url}  "
+            f"brokers {','.join(settings.brokers)}  instruments {len(instruments)}"
+        )
+        store, publisher = connect(settings)
+        extras.callback(publisher.close)
+        publish_runinfo(settings)
+        dispatcher = Dispatcher(
+            bindings(list(settings.brokers)),
+            core.stage_for,
+            store,
+            publisher,
+            settings.kafka,
+            settings.delivery,
+        )
+        # Stopped on every way out, a stop during start-up included (the workers are threads of
+        # this process, consuming from servers about to be stopped).
+        extras.callback(_stop_dispatcher, dispatcher, 1.0)
+        dispatcher.start()
+        market_start = session_start_for_simulation(load_trading_calendar(), now())
+        if not options.replay:
+            source = "Kite sandbox" if options.kite_sandbox else "simulated NSE"
+            console.print(f"{source} market clock starts at {market_start:%Y-%m-%d %H:%M:%S %Z}")
+        feed: Feed
+        if options.kite_sandbox:
+            from alphapanda.runtime.sandboxed import kite_sandbox
 
-                sandboxed = extras.enter_context(
-                    kite_sandbox(
-                        settings, instruments, seed=options.seed, rate=options.rate, market_start=market_start
-                    )
+            sandboxed = extras.enter_context(
+                kite_sandbox(
+                    settings, instruments, seed=options.seed, rate=options.rate, market_start=market_start
                 )
-                console.print(f"Kite sandbox {sandboxed.sandbox.root}  ticker {sandboxed.sandbox.ws_root}")
-                # The ticks arrive on a KiteTicker connection of this process.
-                feed = FeedPublisher(sandboxed.ticks, publisher, options.rate)
-            else:
-                # A simulated or replayed feed runs in a process of its own, as deployed: making
-                # and encoding ticks would otherwise take the GIL from the stages.
-                feed = FeedProcess(
-                    FeedPlan(
-                        settings.kafka.bootstrap_servers,
-                        settings.kafka.ack_timeout_s,
-                        options.rate,
-                        tuple(instruments),
-                        options.seed,
-                        market_start,
-                        replay=options.replay,
-                    )
+            )
+            console.print(f"Kite sandbox {sandboxed.sandbox.root}  ticker {sandboxed.sandbox.ws_root}")
+            # The ticks arrive on a KiteTicker connection of this process.
+            feed = FeedPublisher(sandboxed.ticks, publisher, options.rate)
+        else:
+            # A simulated or replayed feed runs in a process of its own, as deployed: making
+            # and encoding ticks would otherwise take the GIL from the stages.
+            feed = FeedProcess(
+                FeedPlan(
+                    settings.kafka.bootstrap_servers,
+                    settings.kafka.ack_timeout_s,
+                    options.rate,
+                    tuple(instruments),
+                    options.seed,
+                    market_start,
+                    replay=options.replay,
                 )
-            reconcilers = _reconcilers(settings, core, publisher, console)
-            started = time.monotonic()
+            )
+        reconcilers = _reconcilers(settings, core, publisher, console)
+        started = time.monotonic()
+        failure: RunFailed | None = None
+        try:
             feed.start()
-            try:
-                _watch(core, dispatcher, feed, store, publisher, options, started, console, reconcilers)
-            except (KeyboardInterrupt, _Stop):
-                console.print("stopping…")
-            finally:
-                feed.stop()
-                feed.join(10)
-                drained = dispatcher.wait_idle(timeout_s=15)
-                dispatcher.stop()
-                publisher.close()
-            totals = _totals(core, dispatcher, feed, store)
-            _print_summary(console, totals, time.monotonic() - started, drained)
-            if feed.failed is not None:
-                raise RuntimeError(f"market feed failed: {feed.failed}") from feed.failed
-            return totals
-    finally:
-        remove_runinfo()
-        signal.signal(signal.SIGTERM, previous)
+            _watch(core, dispatcher, feed, store, publisher, options, started, console, reconcilers, servers)
+        except _Stop:
+            console.print("stopping…")
+        except RunFailed as exc:
+            failure = exc
+            console.print(f"[red]{exc}[/]")
+            signals.hurry.set()  # nothing drains without the server: stop now
+        finally:
+            signals.shutting_down = True
+            _stop_pipeline(feed, dispatcher, signals)
+        drained = _drain(dispatcher, signals, servers) if failure is None else False
+        _stop_dispatcher(dispatcher, timeout_s=1.0 if signals.hurry.is_set() else 10.0)
+        totals = _final_totals(core, dispatcher, feed, store)
+        _print_summary(console, totals, time.monotonic() - started, drained)
+        if failure is not None:
+            raise failure
+        if feed.failed is not None:
+            raise RunFailed(f"the market feed failed: {feed.failed}") from feed.failed
+        return totals
+
+
+def _stop_pipeline(feed: Feed, dispatcher: Dispatcher, signals: _StopSignals) -> None:
+    """Stop the feed, waiting up to 10 s for its last ticks (less once told to hurry)."""
+    feed.stop()
+    deadline = time.monotonic() + 10.0
+    while not feed.finished.is_set() and time.monotonic() < deadline and not signals.hurry.is_set():
+        feed.finished.wait(0.1)
+    feed.join(0.5 if signals.hurry.is_set() else 1.0)
+
+
+def _stop_dispatcher(dispatcher: Dispatcher, timeout_s: float) -> None:
+    """`Dispatcher.stop`, also after a start broken off half way (it joins every worker, and a
+    thread that never started cannot be joined). Calling it again is harmless."""
+    if all(w.ident is not None for w in dispatcher.workers):
+        dispatcher.stop(timeout_s)
+        return
+    for w in dispatcher.workers:
+        w.stop()
+    for w in dispatcher.workers:
+        if w.ident is not None:
+            w.join(timeout_s)
+
+
+def _final_totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore) -> RunTotals:
+    """`_totals`, or with the books left blank if Redis (which holds them) is gone: the counts of
+    the stages are still worth printing."""
+    try:
+        return _totals(core, dispatcher, feed, store)
+    except redis.RedisError:
+        counts = _broker_counts(dispatcher, None)
+        zero = Decimal(0)
+        return RunTotals(
+            ticks=feed.published,
+            signals=counts.signals,
+            validated=counts.validated,
+            rejected=counts.rejected,
+            orders=counts.orders,
+            fills=counts.fills,
+            cancelled=counts.cancelled,
+            failed=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_FAILED),
+            dead_lettered=sum(w.stats.dead_lettered for w in dispatcher.workers),
+            brokers=tuple(BrokerSummary(b, 0, 0, zero, zero, zero, zero) for b in core.brokers),
+            per_broker=tuple(_broker_counts(dispatcher, b) for b in core.brokers),
+        )
+
+
+def _drain(dispatcher: Dispatcher, signals: _StopSignals, servers: Sequence[_Server]) -> bool:
+    """Let the pipeline consume what the feed sent (up to 15 s), unless told to hurry or a server
+    died; True if it drained."""
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline and not signals.hurry.is_set():
+        if any(s.exit_code() is not None for s in servers):
+            return False
+        try:
+            if dispatcher.wait_idle(timeout_s=min(1.0, max(deadline - time.monotonic(), 0.6)), quiet_s=0.5):
+                return True
+        except RuntimeError:  # a consumer died while draining: what it had not done stays on the topics
+            return False
+    return False
 
 
 def _reconcilers(
@@ -202,13 +419,20 @@ def _watch(
     started: float,
     console: Console,
     reconcilers: Sequence[PeriodicReconciler] = (),
+    servers: Sequence[_Server] = (),
 ) -> None:
     last_ticks, last_time = 0, started
     last_mark = started
     rate = 0.0
     with Live(console=console, refresh_per_second=4, transient=False, auto_refresh=False) as live:
         while True:
-            dispatcher.check()
+            # Servers first: a consumer failing on a dead server should be reported as the server.
+            _check_servers(servers)
+            try:
+                dispatcher.check()
+            except RuntimeError as exc:
+                _check_servers(servers)
+                raise RunFailed(" ".join(str(exc).split())) from exc
             now = time.monotonic()
             if now - last_time >= 1.0:
                 rate = (feed.published - last_ticks) / (now - last_time)
