@@ -5,6 +5,10 @@ keeps the events of the idea (`correlationid`) and the tick that caused it (the 
 `causationid`), and prints them in time order across all brokers, each with the time since
 the event that caused it (the hop) and since the first event.
 
+A dead-lettered record that is not a readable event (a broken payload) is shown too: among the
+idea's events if its headers name the idea, and otherwise counted, per dead-letter topic, under
+the listing, since it may be an event of the idea that nobody can read any more.
+
 The command is wired into `alphapanda` by `register` and `run`; `collect` and `render` are
 the parts a test or another tool can call.
 """
@@ -15,10 +19,11 @@ import argparse
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -54,6 +59,27 @@ class Hop:
     event: Event
     topic: str
     dead_letter_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A dead-lettered record that is not a readable event, as its headers describe it."""
+
+    topic: str
+    reason: str
+    time: datetime | None
+    """The `ce_time` header, else when Kafka got the record; None if neither is known."""
+    event_id: str | None = None
+    correlationid: str | None = None
+    broker: str | None = None
+    type: str | None = None
+
+
+class Collected(NamedTuple):
+    hops: list[Hop]
+    unreadable: list[Unreadable]
+    """Those of the idea (their headers name it) and those that name no idea at all."""
+    complete: bool
 
 
 class TraceError(RuntimeError):
@@ -109,16 +135,20 @@ def run(args: argparse.Namespace) -> int | None:
         print(f"alphapanda: --brokers: {exc}", file=sys.stderr)
         return 2
     try:
-        hops, complete = collect(bootstrap, args.correlation_id, brokers or None, timeout_s=args.timeout)
+        found = collect_all(bootstrap, args.correlation_id, brokers or None, timeout_s=args.timeout)
     except TraceError as exc:
         print(f"alphapanda: {exc}", file=sys.stderr)
         return 1
-    if not complete:
+    if not found.complete:
         print(f"alphapanda: stopped reading after {args.timeout:g}s; the lifecycle may be incomplete")
-    if not hops:
+    mine = [u for u in found.unreadable if u.correlationid == args.correlation_id]
+    if not found.hops and not mine:
         print(f"no events with correlationid {args.correlation_id} on the topics at {bootstrap}")
+        orphans = _orphans_line(found.unreadable)
+        if orphans:
+            print(orphans)
         return 1
-    print(render(args.correlation_id, hops))
+    print(render(args.correlation_id, found.hops, found.unreadable))
     return 0
 
 
@@ -147,7 +177,16 @@ def collect(
     bootstrap: str, correlationid: str, brokers: Sequence[str] | None = None, *, timeout_s: float = 60.0
 ) -> tuple[list[Hop], bool]:
     """Return the events of `correlationid` and the ticks that caused them, and whether every
-    topic was read to its end before the timeout.
+    topic was read to its end before the timeout (see `collect_all`)."""
+    found = collect_all(bootstrap, correlationid, brokers, timeout_s=timeout_s)
+    return found.hops, found.complete
+
+
+def collect_all(
+    bootstrap: str, correlationid: str, brokers: Sequence[str] | None = None, *, timeout_s: float = 60.0
+) -> Collected:
+    """Return the events of `correlationid` and the ticks that caused them, the unreadable dead
+    letters of the idea or of no idea, and whether every topic was read to its end in time.
 
     Broker topics are read first: only then is it known which ticks (the signals' causes) to
     pick from the market topics, which are far the largest, so they are filtered by id alone.
@@ -174,15 +213,17 @@ def collect(
         market = [t for t in wanted if t.startswith("market.")]
         rest = [t for t in wanted if t not in market]
         cid = correlationid.encode()
-        hops, complete = _scan(consumer, rest, lambda h: h.get("ce_correlationid") == cid, deadline)
+        hops, unreadable, complete = _scan(
+            consumer, rest, lambda h: h.get("ce_correlationid") == cid, deadline
+        )
         causes = {h.event.causationid.encode() for h in hops} - {h.event.id.encode() for h in hops}
-        ticks, complete_market = _scan(
+        ticks, unreadable_market, complete_market = _scan(
             consumer,
             market,
             lambda h: h.get("ce_correlationid") == cid or h.get("ce_id") in causes,
             deadline,
         )
-        return _unique(ticks + hops), complete and complete_market
+        return Collected(_unique(ticks + hops), unreadable_market + unreadable, complete and complete_market)
     finally:
         consumer.close()
 
@@ -205,7 +246,9 @@ def _scan(
     topics: Sequence[str],
     keep: Callable[[dict[str, bytes]], bool],
     deadline: float,
-) -> tuple[list[Hop], bool]:
+) -> tuple[list[Hop], list[Unreadable], bool]:
+    """The kept events of `topics`, the unreadable dead letters kept or naming no idea, and
+    whether every partition was read to its end."""
     pending: set[tuple[str, int]] = set()
     assignment: list[TopicPartition] = []
     metadata = consumer.list_topics(timeout=15)
@@ -216,8 +259,12 @@ def _scan(
                 pending.add((topic, partition))
                 assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
     if not assignment:
-        return [], True
+        return [], [], True
     hops: list[Hop] = []
+    unreadable: list[Unreadable] = []
+    # Every consumer of a topic dead-letters the same poison record, so its copies are one
+    # record: by id where it has one, else by its bytes.
+    letters_seen: set[tuple[str, object]] = set()
     consumer.assign(assignment)
     try:
         while pending and time.monotonic() < deadline:
@@ -231,17 +278,65 @@ def _scan(
                 # Consumed records carry a list of (name, bytes) pairs; the stubs allow more shapes.
                 raw: Any = msg.headers() or []
                 headers = {str(k): v for k, v in raw if isinstance(v, bytes)}
-                if not keep(headers):
+                topic = str(msg.topic())
+                dead = topic.endswith(DLQ_SUFFIX)
+                kept = keep(headers)
+                # An unreadable dead letter naming no idea may be one of this idea's: look at
+                # those too (dead-letter topics are small). Elsewhere a poison record is not
+                # shown: its dead letter is.
+                if not kept and not (dead and "ce_correlationid" not in headers):
                     continue
+                reason = headers.get(_DLQ_REASON_HEADER)
                 try:
                     event = from_kafka(msg.key(), msg.value(), list(headers.items()))
-                except InvalidEvent:
-                    continue  # a poison record that happens to carry the id: nothing to show
-                reason = headers.get(_DLQ_REASON_HEADER)
-                hops.append(Hop(event, str(msg.topic()), reason.decode() if reason else None))
+                except InvalidEvent as exc:
+                    ce_id = headers.get("ce_id")
+                    seen = (topic, ce_id if ce_id else (msg.key(), msg.value()))
+                    if dead and seen not in letters_seen:
+                        letters_seen.add(seen)
+                        unreadable.append(_unreadable(topic, headers, msg.timestamp(), reason, exc))
+                    continue
+                if kept:
+                    hops.append(Hop(event, topic, reason.decode() if reason else None))
     finally:
         consumer.unassign()
-    return hops, not pending
+    return hops, unreadable, not pending
+
+
+def _unreadable(
+    topic: str,
+    headers: dict[str, bytes],
+    timestamp: tuple[int, int],
+    reason: bytes | None,
+    error: InvalidEvent,
+) -> Unreadable:
+    def text(name: str) -> str | None:
+        raw = headers.get(name)
+        return raw.decode(errors="replace") if raw else None
+
+    return Unreadable(
+        topic,
+        reason.decode(errors="replace") if reason else str(error),
+        _record_time(text("ce_time"), timestamp),
+        text("ce_id"),
+        text("ce_correlationid"),
+        text("ce_broker"),
+        text("ce_type"),
+    )
+
+
+def _record_time(ce_time: str | None, timestamp: tuple[int, int]) -> datetime | None:
+    if ce_time:
+        try:
+            at = datetime.fromisoformat(ce_time.replace("Z", "+00:00"))
+        except ValueError:
+            at = None
+        if at is not None and at.tzinfo is not None:
+            return at
+    kind, ms = timestamp
+    if kind == 0 or ms < 0:  # TIMESTAMP_NOT_AVAILABLE
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _unique(hops: Iterable[Hop]) -> list[Hop]:
@@ -275,40 +370,98 @@ def lifecycle(hops: Iterable[Hop]) -> list[Hop]:
     return sorted(hops, key=lambda h: (h.event.time, depth(h)))
 
 
-def render(correlationid: str, hops: Iterable[Hop]) -> str:
-    """The lifecycle as a table: time, hop latency, time since the first event, broker, topic, type, id."""
+def render(correlationid: str, hops: Iterable[Hop], unreadable: Iterable[Unreadable] = ()) -> str:
+    """The lifecycle as a table: time, hop latency, time since the first event, broker, topic, type, id.
+
+    `unreadable` dead letters that name the idea are rows of it (in time order, where their
+    time is known, else last); those that name no idea are counted below the table.
+    """
     ordered = lifecycle(hops)
-    if not ordered:
+    letters = list(unreadable)
+    mine = [u for u in letters if u.correlationid == correlationid]
+    if not ordered and not mine:
         return f"no events with correlationid {correlationid}"
     by_id = {h.event.id: h.event for h in ordered}
-    start = ordered[0].event.time
-    brokers = sorted({h.event.broker for h in ordered if h.event.broker})
-    rows = [("time (IST)", "hop", "since first", "broker", "topic", "type", "event id", "detail")]
+    start = min(
+        [h.event.time for h in ordered[:1]] + [u.time for u in mine if u.time is not None],
+        default=None,
+    )
+    brokers = sorted(
+        {h.event.broker for h in ordered if h.event.broker} | {u.broker for u in mine if u.broker}
+    )
+    header = ("time (IST)", "hop", "since first", "broker", "topic", "type", "event id", "detail")
+    timed: list[tuple[datetime | None, tuple[str, ...]]] = []
     for hop in ordered:
         event = hop.event
         cause = by_id.get(event.causationid)
-        rows.append(
+        timed.append(
             (
-                _timestamp(event.time),
-                "-" if cause is None or cause is event else "+" + _duration(event.time - cause.time),
-                _duration(event.time - start),
-                event.broker or "-",
-                hop.topic,
-                event.type.value.removeprefix(_TYPE_PREFIX),
-                event.id,
-                _detail(hop),
+                event.time,
+                (
+                    _timestamp(event.time),
+                    "-" if cause is None or cause is event else "+" + _duration(event.time - cause.time),
+                    _duration(event.time - start) if start is not None else "-",
+                    event.broker or "-",
+                    hop.topic,
+                    event.type.value.removeprefix(_TYPE_PREFIX),
+                    event.id,
+                    _detail(hop),
+                ),
             )
         )
+    rows = [header, *_merge(timed, [(u.time, _unreadable_row(u, start)) for u in mine])]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    count = len(ordered) + len(mine)
     lines = [
-        f"trading idea {correlationid}: {len(ordered)} events"
-        + (f" on {', '.join(brokers)}" if brokers else "")
+        f"trading idea {correlationid}: {count} events" + (f" on {', '.join(brokers)}" if brokers else "")
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
     fills = _tick_to_fill(ordered)
     if fills:
         lines.append("tick to fill: " + ", ".join(f"{b} {d}" for b, d in fills))
+    orphans = _orphans_line(letters)
+    if orphans:
+        lines.append(orphans)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _merge(
+    events: list[tuple[datetime | None, tuple[str, ...]]],
+    letters: list[tuple[datetime | None, tuple[str, ...]]],
+) -> list[tuple[str, ...]]:
+    """The idea's rows (already in lifecycle order) with the unreadable ones put in by time."""
+    out: list[tuple[str, ...]] = []
+    pending = sorted((t, r) for t, r in letters if t is not None)
+    untimed = [r for t, r in letters if t is None]
+    for at, row in events:
+        while pending and at is not None and pending[0][0] < at:
+            out.append(pending.pop(0)[1])
+        out.append(row)
+    out += [r for _, r in pending] + untimed
+    return out
+
+
+def _unreadable_row(letter: Unreadable, start: datetime | None) -> tuple[str, ...]:
+    return (
+        _timestamp(letter.time) if letter.time is not None else "-",
+        "-",
+        _duration(letter.time - start) if letter.time is not None and start is not None else "-",
+        letter.broker or "-",
+        letter.topic,
+        (letter.type or "unreadable").removeprefix(_TYPE_PREFIX),
+        letter.event_id or "-",
+        f"dead-lettered, unreadable: {letter.reason}",
+    )
+
+
+def _orphans_line(letters: Iterable[Unreadable]) -> str | None:
+    """The unreadable dead letters that name no idea (one of them may have been of this one)."""
+    per_topic = Counter(u.topic for u in letters if u.correlationid is None)
+    if not per_topic:
+        return None
+    total = sum(per_topic.values())
+    where = ", ".join(f"{n} on {t}" for t, n in sorted(per_topic.items()))
+    return f"unreadable dead letters that name no trading idea: {total} ({where})"
 
 
 def _tick_to_fill(ordered: Sequence[Hop]) -> list[tuple[str, str]]:

@@ -4,12 +4,17 @@
 |---|---|---|
 | `alphapanda_events_processed_total` | counter | function, broker, outcome |
 | `alphapanda_handler_seconds` | histogram | function, broker |
-| `alphapanda_dead_lettered_total` | counter | function, broker, topic |
+| `alphapanda_dead_lettered_total` | counter | function, broker, topic, reason |
+| `alphapanda_redelivered_total` | counter | function, broker |
 | `alphapanda_tick_to_fill_seconds` | histogram | broker, strategy |
 | `alphapanda_pnl_rupees` | gauge | broker, strategy, instrument |
 
 `outcome` is `ok`, `failed` (an attempt that raised; it is retried) or `dead_lettered` (bad
-input); `topic` of a dead letter is the input topic (the record went to `{topic}.dlq`).
+input); `topic` of a dead letter is the input topic (the record went to `{topic}.dlq`), and its
+`reason` is `undecodable` (not one of our CloudEvents), `invalid_event` (a stage refused it) or
+`retries_exhausted`. A redelivery (an event processed before, whose stored outputs the stage
+republished) counts in `alphapanda_redelivered_total` only, so that the others count each event
+(and each fill's tick-to-fill latency) once.
 
 Shared functions are labelled `broker="shared"`. The metrics live in the default registry, so
 `start_metrics_server` (or any other exposition of `prometheus_client.REGISTRY`) serves them.
@@ -88,8 +93,15 @@ HANDLER_SECONDS: Final = Histogram(
 )
 DEAD_LETTERED: Final = Counter(
     "alphapanda_dead_lettered",
-    "Records a function sent to the dead-letter topic of `topic`.",
-    ("function", "broker", "topic"),
+    "Records a function sent to the dead-letter topic of `topic`, by reason "
+    "(undecodable, invalid_event, retries_exhausted).",
+    ("function", "broker", "topic", "reason"),
+)
+REDELIVERED: Final = Counter(
+    "alphapanda_redelivered",
+    "Events a function had processed before and got again (after a crash, or republished): "
+    "the stored outputs were republished and nothing else was counted.",
+    ("function", "broker"),
 )
 TICK_TO_FILL_SECONDS: Final = Histogram(
     "alphapanda_tick_to_fill_seconds",
@@ -112,6 +124,7 @@ class StageMetrics:
     _failed: Counter
     _dead_lettered: Counter
     _handler: Histogram
+    _redelivered: Counter
 
     def ok(self, seconds: float) -> None:
         self._ok.inc()
@@ -125,6 +138,9 @@ class StageMetrics:
         self._dead_lettered.inc()
         self._handler.observe(seconds)
 
+    def redelivered(self) -> None:
+        self._redelivered.inc()
+
 
 def stage_metrics(function: str, broker: str | None) -> StageMetrics:
     """Return the counters and handler histogram of `function` for `broker` (None: shared)."""
@@ -134,12 +150,13 @@ def stage_metrics(function: str, broker: str | None) -> StageMetrics:
         EVENTS_PROCESSED.labels(function, owner, OUTCOME_FAILED),
         EVENTS_PROCESSED.labels(function, owner, OUTCOME_DEAD_LETTERED),
         HANDLER_SECONDS.labels(function, owner),
+        REDELIVERED.labels(function, owner),
     )
 
 
-def record_dead_letter(function: str, broker: str | None, topic: str) -> None:
-    """Count one record sent from `topic` to its dead-letter topic."""
-    DEAD_LETTERED.labels(function, broker or SHARED, topic).inc()
+def record_dead_letter(function: str, broker: str | None, topic: str, reason: str) -> None:
+    """Count one record sent from `topic` to its dead-letter topic, for `reason`."""
+    DEAD_LETTERED.labels(function, broker or SHARED, topic, reason).inc()
 
 
 def record_tick_to_fill(broker: str, strategy: str, seconds: float) -> None:

@@ -10,6 +10,19 @@ the strategy runner's copies of a signal for several brokers become sibling bran
 The dispatcher's batched path records the same span and metrics per event with
 `record_delivery`, after its transaction committed (a redone transaction is recorded once).
 
+What else a span says:
+- a rejected signal's span names every rule that failed and why (`alphapanda.risk.rules`,
+  `alphapanda.risk.reasons`, one span event per rule);
+- a redelivery (the claim was there: the stage republished its stored outputs) stays in the
+  trace of its record, is marked `alphapanda.redelivered`, and is counted apart
+  (`alphapanda_redelivered_total`), not as a second `ok` or a second tick-to-fill; the stores
+  are watched for it by `watch_redeliveries`;
+- a record that is not one of our events gets a `process {topic}` span with an error status
+  (`error.type` `undecodable`, its traceparent header as parent if it has one), as well as the
+  dead-letter counter with its reason (`record_unreadable`);
+- a broker-scoped stage fed by a shared topic (the order matcher on ticks, which carry no
+  broker) is labelled with the one broker it serves, in spans and metrics alike.
+
 Tracing is configured from the standard variables, lazily on the first event (a forked
 functions-framework worker sets up its own exporter threads):
 - `OTEL_TRACES_EXPORTER` = `otlp`, `console` and/or `none`; unset, `otlp` is chosen when
@@ -49,12 +62,20 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from alphapanda import metrics
-from alphapanda.events import Event, InvalidEvent, OrderFilled, PnlSnapshot, SignalValidated
-from alphapanda.topics import PIPELINE, Function
+from alphapanda.events import (
+    Event,
+    InvalidEvent,
+    OrderFilled,
+    PnlSnapshot,
+    SignalRejected,
+    SignalValidated,
+)
+from alphapanda.state.store import BatchResult, Decide, Decision, Work
+from alphapanda.topics import PIPELINE, Function, Scope
 
 if TYPE_CHECKING:
     from alphapanda.stages import AnyStage
-    from alphapanda.state.store import StateStore
+    from alphapanda.state.store import BatchStateStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +360,9 @@ def traced_delivery(deliver: Deliver[_R]) -> Deliver[_R]:
     @functools.wraps(deliver)
     def wrapper(stage: AnyStage, event: Event, store: StateStore) -> list[Event] | _R:
         bound = _bound.get((id(stage), event.broker)) or _bind(stage, event)
+        if hasattr(stage, "decide"):
+            # An effectful stage keeps the store it was given: it takes the Redis client from it.
+            store = watch_redeliveries(store)
         tracer = _tracing.tracer if _tracing.configured else _tracer()
         if tracer is not None:
             return _traced(tracer, bound, deliver, stage, event, store)
@@ -348,8 +372,8 @@ def traced_delivery(deliver: Deliver[_R]) -> Deliver[_R]:
         except BaseException:
             bound.metrics.failed(perf_counter() - started)
             raise
-        _account(bound, event, result, perf_counter() - started)
-        return result
+        _account(bound, event, result, perf_counter() - started, redelivered=_is_redelivery(result))
+        return _plain(result)
 
     return wrapper
 
@@ -368,8 +392,9 @@ def _traced(
             _fail(span, exc)
             bound.metrics.failed(perf_counter() - started)
             raise
-        result = _finish(span, result)
-        _account(bound, event, result, perf_counter() - started)
+        redelivered = _is_redelivery(result)
+        result = _finish(span, result, redelivered=redelivered)
+        _account(bound, event, result, perf_counter() - started, redelivered=redelivered)
         return result
     finally:
         otel_context.detach(token)
@@ -394,13 +419,14 @@ def record_delivery(
     `seconds` is the event's share of the batch's time, for the handler histogram.
     """
     bound = _bound.get((id(stage), event.broker)) or _bind(stage, event)
+    redelivered = _is_redelivery(result)
     tracer = _tracing.tracer if _tracing.configured else _tracer()
     if tracer is not None:
         span = _start_span(tracer, bound, event, started_ns)
-        result = _finish(span, result)
+        result = _finish(span, result, redelivered=redelivered)
         span.end(end_time=finished_ns)
-    _account(bound, event, result, seconds)
-    return result
+    _account(bound, event, result, seconds, redelivered=redelivered)
+    return _plain(result)
 
 
 def record_failed_delivery(
@@ -424,7 +450,9 @@ def record_failed_delivery(
 
 def _start_span(tracer: Tracer, bound: _Bound, event: Event, started_ns: int | None = None) -> trace.Span:
     topic = _topic_of(event)
-    attributes = _event_attributes(event, topic)
+    # An event naming a broker keeps it (even one the stage does not run: spans, unlike metric
+    # labels, may say anything); a tick takes the broker of the consumer it was delivered to.
+    attributes = _event_attributes(event, topic, bound.broker if event.broker is None else None)
     attributes["messaging.operation.type"] = "process"
     attributes["messaging.operation.name"] = "process"
     attributes["messaging.consumer.group.name"] = bound.consumer_group
@@ -438,16 +466,38 @@ def _start_span(tracer: Tracer, bound: _Bound, event: Event, started_ns: int | N
     )
 
 
-def _finish(span: trace.Span, result: list[Event] | _R) -> list[Event] | _R:
+def _finish(span: trace.Span, result: list[Event] | _R, *, redelivered: bool = False) -> list[Event] | _R:
     """Stamp the outputs of a successful delivery with `span`, or mark a dead letter on it."""
     if isinstance(result, list):
         traceparent = traceparent_of(span)
         outputs = cast(list[Event], result)
         span.set_attribute("alphapanda.outputs", len(outputs))
+        if redelivered:
+            span.set_attribute("alphapanda.redelivered", True)
+        for out in outputs:
+            if isinstance(out.data, SignalRejected):
+                _mark_rejection(span, out.data)
         return [replace(e, traceparent=traceparent) for e in outputs]
-    span.set_attribute("error.type", "invalid_event")
-    span.set_status(Status(StatusCode.ERROR, str(getattr(result, "reason", result))))
+    reason = str(getattr(result, "reason", result))
+    span.set_attribute("error.type", DEAD_LETTER_INVALID)
+    span.set_attribute("alphapanda.dead_letter.reason", reason)
+    span.set_status(Status(StatusCode.ERROR, reason))
     return result
+
+
+def _mark_rejection(span: trace.Span, rejected: SignalRejected) -> None:
+    # Parallel arrays: a signal fails several rules at once, and TraceQL can match an element
+    # ({ span.alphapanda.risk.rules = "max_order_value" }); the events keep each rule with its reason.
+    rules = [f.rule for f in rejected.failures]
+    span.set_attribute("alphapanda.risk.outcome", "rejected")
+    span.set_attribute("alphapanda.risk.rules", rules)
+    span.set_attribute("alphapanda.risk.reasons", [f.reason for f in rejected.failures])
+    span.set_attribute("alphapanda.risk.rule", rules[0])
+    for failure in rejected.failures:
+        span.add_event(
+            "risk rule failed",
+            {"alphapanda.risk.rule": failure.rule, "alphapanda.risk.reason": failure.reason},
+        )
 
 
 def _fail(span: trace.Span, exc: BaseException, when_ns: int | None = None) -> None:
@@ -459,16 +509,34 @@ def _fail(span: trace.Span, exc: BaseException, when_ns: int | None = None) -> N
 def _broker_label(stage: AnyStage, event: Event) -> str:
     broker = event.broker
     if broker is None:
-        return metrics.SHARED
+        return served_broker(stage) or metrics.SHARED
     # A label value from bad input (a broker this stage does not run) would add a series per
     # typo; such events are dead-lettered anyway.
     known: frozenset[str] | None = getattr(stage, "brokers", None)
     return broker if known is None or broker in known else "unknown"
 
 
-def _account(bound: _Bound, event: Event, result: object, seconds: float) -> None:
+def served_broker(stage: AnyStage) -> str | None:
+    """The one broker a broker-scoped stage serves, for events that carry none (ticks)."""
+    sub = next((s for s in PIPELINE if s.function is stage.function), None)
+    known: frozenset[str] | None = getattr(stage, "brokers", None)
+    if sub is None or sub.scope is not Scope.BROKER or known is None or len(known) != 1:
+        # Several brokers (an order matcher serving every paper broker of a process) cannot be
+        # told apart on one delivery: such a stage stays `shared`, as before.
+        return None
+    (broker,) = known
+    return broker
+
+
+def _account(
+    bound: _Bound, event: Event, result: object, seconds: float, *, redelivered: bool = False
+) -> None:
     if not isinstance(result, list):
         bound.metrics.dead_lettered(seconds)
+        return
+    if redelivered:
+        # The first delivery counted the event and its fills; this one changed nothing.
+        bound.metrics.redelivered()
         return
     bound.metrics.ok(seconds)
     for out in result:
@@ -483,9 +551,156 @@ def _account(bound: _Bound, event: Event, result: object, seconds: float) -> Non
             )
 
 
-def record_dead_letter(function: Function | str, broker: str | None, topic: str) -> None:
-    """Count a record of `topic` sent to its dead-letter topic (after the last retry, or bad input)."""
-    metrics.record_dead_letter(str(function), broker, topic)
+DEAD_LETTER_UNDECODABLE: Final = "undecodable"
+"""Dead-letter reason: the record is not one of our CloudEvents (no stage ever saw it)."""
+DEAD_LETTER_INVALID: Final = "invalid_event"
+"""Dead-letter reason: a stage refused the event as bad input."""
+DEAD_LETTER_EXHAUSTED: Final = "retries_exhausted"
+"""Dead-letter reason: every attempt failed."""
+
+
+def record_dead_letter(
+    function: Function | str, broker: str | None, topic: str, reason: str = DEAD_LETTER_INVALID
+) -> None:
+    """Count a record of `topic` sent to its dead-letter topic, by `reason` (one of the `DEAD_LETTER_*`)."""
+    metrics.record_dead_letter(str(function), broker, topic, reason)
+
+
+def record_unreadable(
+    function: Function | str,
+    broker: str | None,
+    topic: str,
+    reason: str,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> None:
+    """Record a record of `topic` that is not one of our events, on its way to the dead-letter topic.
+
+    No stage sees it, so this is its only trace: an error span under the record's own
+    `traceparent` header, if it has a valid one (a broken payload of a traced event stays in
+    its trace), the dead-letter counter (reason `undecodable`), and a `dead_lettered` outcome.
+    """
+    function_name = str(function)
+    owner = broker or metrics.SHARED
+    metrics.record_dead_letter(function_name, broker, topic, DEAD_LETTER_UNDECODABLE)
+    metrics.stage_metrics(function_name, broker).dead_lettered(0.0)
+    tracer = _tracing.tracer if _tracing.configured else _tracer()
+    if tracer is None:
+        return
+    found = _header_texts(headers)
+    traceparent = found.get("traceparent") or found.get("ce_traceparent")
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "alphapanda.function": function_name,
+        "broker": owner,
+        "error.type": DEAD_LETTER_UNDECODABLE,
+        "alphapanda.dead_letter.reason": reason,
+    }
+    consumer = next((s for s in PIPELINE if s.function.value == function_name), None)
+    if consumer is not None:  # the market feed's ingest is a source, in no consumer group
+        attributes["messaging.consumer.group.name"] = consumer.consumer_group(broker)
+    for header, attribute in (
+        ("ce_id", "cloudevents.event_id"),
+        ("ce_correlationid", "correlationid"),
+        ("ce_causationid", "causationid"),
+        ("ce_type", "cloudevents.event_type"),
+    ):
+        if header in found:
+            attributes[attribute] = found[header]
+    span = tracer.start_span(
+        f"process {topic}",
+        context=context_of(traceparent) or _ROOT,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+    span.set_status(Status(StatusCode.ERROR, reason))
+    span.end()
+
+
+def _header_texts(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, raw in headers:
+        try:
+            out.setdefault(name.lower(), raw.decode())
+        except UnicodeDecodeError:
+            continue  # a header that is not text cannot name a trace or an id anyway
+    return out
+
+
+# --- redeliveries -----------------------------------------------------------------------------
+
+
+class _Redelivered(list[Event]):
+    """The outputs a store returned from an existing claim (the event was processed before)."""
+
+    __slots__ = ()
+
+
+def _is_redelivery(result: object) -> bool:
+    return isinstance(result, _Redelivered)
+
+
+def _plain(result: list[Event] | _R) -> list[Event] | _R:
+    return list(result) if isinstance(result, _Redelivered) else result
+
+
+class _WatchedStore:
+    """A store that marks the outputs it did not decide (a claim was there) as `_Redelivered`.
+
+    The store answers a redelivery with the outputs kept in the claim, and nothing else tells
+    the caller it was one. A `decide` that ran returns the very list the store then answers,
+    so every answered list that no `decide` of this call returned is a redelivery, however
+    many times a conflict made the store decide again.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: StateStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        # `client` (the Zerodha stage's Redis), `get`, `members` and the rest: the store's own.
+        return getattr(self._inner, name)
+
+    def process_once(self, claim_key: str, read_keys: Sequence[str], decide: Decide) -> list[Event]:
+        decided: list[list[Event]] = []
+        outputs = self._inner.process_once(claim_key, read_keys, _noting(decide, decided))
+        return outputs if any(outputs is d for d in decided) else _Redelivered(outputs)
+
+    def process_batch(
+        self, items: Sequence[Work], isolate: tuple[type[BaseException], ...] = ()
+    ) -> BatchResult:
+        decided: list[list[Event]] = []
+        watched = [replace(w, decide=_noting(w.decide, decided)) for w in items]
+        inner = cast("BatchStateStore", self._inner)
+        result = inner.process_batch(watched, isolate)
+        ids = {id(d) for d in decided}  # `decided` holds them, so no id is reused meanwhile
+        done = [
+            d if d.outputs is None or id(d.outputs) in ids else replace(d, outputs=_Redelivered(d.outputs))
+            for d in result.done
+        ]
+        return replace(result, done=done)
+
+
+def _noting(decide: Decide, decided: list[list[Event]]) -> Decide:
+    def noted(values: dict[str, str | None]) -> Decision:
+        decision = decide(values)
+        decided.append(decision.outputs)
+        return decision
+
+    return noted
+
+
+_S = TypeVar("_S", bound="StateStore")
+
+
+def watch_redeliveries(store: _S) -> _S:
+    """`store`, answering redeliveries with outputs marked for telemetry (see `_WatchedStore`)."""
+    if isinstance(store, _WatchedStore):
+        return store
+    return cast(_S, _WatchedStore(store))
 
 
 def _topic_of(event: Event) -> str:
@@ -495,7 +710,7 @@ def _topic_of(event: Event) -> str:
         return "unknown"
 
 
-def _event_attributes(event: Event, topic: str) -> dict[str, str]:
+def _event_attributes(event: Event, topic: str, broker: str | None = None) -> dict[str, str]:
     attrs = {
         "messaging.system": "kafka",
         "messaging.destination.name": topic,
@@ -509,7 +724,7 @@ def _event_attributes(event: Event, topic: str) -> dict[str, str]:
         # Plain names too, for TraceQL: { span.correlationid = "..." && span.broker = "paper" }.
         "correlationid": event.correlationid,
         "causationid": event.causationid,
-        "broker": event.broker or metrics.SHARED,
+        "broker": broker or event.broker or metrics.SHARED,
     }
     return attrs
 

@@ -12,6 +12,10 @@ A pure stage on a store that can batch gets the consumed batch in one state tran
 per event. A failing event stops the batch where it is: the events before it are committed, it
 is retried alone (then dead-lettered), and batching resumes after it, so the order per
 partition is the one the per-event path would give.
+
+Every dead letter is counted by its reason (`alphapanda_dead_lettered_total`); a record that is
+not one of our events, which no stage ever sees, also gets its own error span
+(`telemetry.record_unreadable`), so it shows in the trace its headers name, if any.
 """
 
 from __future__ import annotations
@@ -33,7 +37,13 @@ from alphapanda.config import DeliverySettings, KafkaSettings
 from alphapanda.events import Event, InvalidEvent
 from alphapanda.stages import AnyStage, Stage
 from alphapanda.state.store import BatchStateStore, StateStore
-from alphapanda.telemetry import record_dead_letter
+from alphapanda.telemetry import (
+    DEAD_LETTER_EXHAUSTED,
+    DEAD_LETTER_INVALID,
+    record_dead_letter,
+    record_unreadable,
+    watch_redeliveries,
+)
 from alphapanda.topics import Binding, Function
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,16 @@ GC_THRESHOLDS = (50_000, 50, 1_000)
 
 UNKNOWN_LAG = -1
 """Lag before a partition has answered its first fetch: not idle, not a number of records."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable(DeadLetter):
+    """The dead letter of a record that is not one of our events (it never reached the stage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Exhausted(DeadLetter):
+    """The dead letter of an event every attempt of which failed."""
 
 
 @dataclass
@@ -86,6 +106,9 @@ class BindingWorker(threading.Thread):
         self.stats = BindingStats()
         self._stage = stage
         self._store = store
+        # A pure stage's redeliveries are told apart in telemetry (counted once), so the store
+        # it is given marks them; an effectful stage takes the Redis client from its store.
+        self._watched: StateStore = watch_redeliveries(store) if hasattr(stage, "decide") else store
         self._own_publisher = publisher is None
         self._publisher = publisher or EventPublisher(kafka.bootstrap_servers, kafka.ack_timeout_s)
         self._kafka = kafka
@@ -201,7 +224,14 @@ class BindingWorker(threading.Thread):
         for record, result in zip(records, self._deliver_all(records), strict=True):
             if isinstance(result, DeadLetter):
                 topic = str(record.topic())
-                record_dead_letter(self.binding.function, self.binding.broker, topic)
+                if isinstance(result, _Undecodable):
+                    # Recorded by each consumer of the record, as the consumer's dead letter it is.
+                    record_unreadable(
+                        self.binding.function, self.binding.broker, topic, result.reason, _headers(record)
+                    )
+                else:
+                    why = DEAD_LETTER_EXHAUSTED if isinstance(result, _Exhausted) else DEAD_LETTER_INVALID
+                    record_dead_letter(self.binding.function, self.binding.broker, topic, why)
                 dead.append(dead_letter_record(topic, record.key(), record.value(), _headers(record), result))
             else:
                 outputs.extend(result)
@@ -263,7 +293,7 @@ class BindingWorker(threading.Thread):
         try:
             result = from_kafka(record.key(), record.value(), _headers(record))
         except InvalidEvent as exc:
-            result = DeadLetter(str(exc), attempts=1)
+            result = _Undecodable(str(exc), attempts=1)
         if cache is not None:
             cache.put(record, result)
         return result
@@ -272,7 +302,7 @@ class BindingWorker(threading.Thread):
         """The store as a batching one, if this stage and store can batch (pure `decide`)."""
         if not hasattr(self._stage, "decide") or not hasattr(self._store, "process_batch"):
             return None
-        store: BatchStateStore = self._store  # type: ignore[assignment]
+        store: BatchStateStore = self._watched  # type: ignore[assignment]
         return store
 
     def _commit(self, consumer: Consumer, records: Sequence[Message]) -> None:
@@ -330,7 +360,7 @@ class BindingWorker(threading.Thread):
 
     def _dead_letter(self, exc: BaseException, attempts: int) -> DeadLetter:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        return DeadLetter(f"failed after {attempts} attempts: {type(exc).__name__}: {exc}", attempts=attempts)
+        return _Exhausted(f"failed after {attempts} attempts: {type(exc).__name__}: {exc}", attempts=attempts)
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self._delivery.backoff_delay_s * (2**attempt), self._delivery.backoff_max_s))

@@ -52,7 +52,13 @@ from alphapanda.state.store import (
     encode_outputs,
     read_replies,
 )
-from alphapanda.telemetry import record_dead_letter
+from alphapanda.telemetry import (
+    DEAD_LETTER_INVALID,
+    record_dead_letter,
+    record_unreadable,
+    served_broker,
+    watch_redeliveries,
+)
 from alphapanda.topics import ASSET_CLASSES, PIPELINE, Function, market_ticks
 
 Record = tuple[str, bytes | None, bytes | None, Headers]
@@ -206,20 +212,50 @@ def _decode(cloud_event: CloudEvent) -> tuple[dict[str, Any], Any, Event | DeadL
 
 
 def _dead_letter_record(
-    rt: FunctionRuntime, function: Function, attrs: dict[str, Any], data: Any, letter: DeadLetter
+    rt: FunctionRuntime,
+    function: Function,
+    attrs: dict[str, Any],
+    data: Any,
+    letter: DeadLetter,
+    *,
+    undecodable: bool = False,
 ) -> Record:
-    """The input's dead-letter record (counted as dead-lettered: it is about to be published)."""
+    """The input's dead-letter record (counted as dead-lettered: it is about to be published).
+
+    `undecodable`: the request is not one of our events, so no stage saw it and this is the
+    only telemetry it gets (an error span and the counter, see `record_unreadable`).
+    """
     topic = input_topic(function, attrs, data, rt.settings.brokers)
-    broker = attrs.get("broker")
-    record_dead_letter(function, broker if broker in rt.settings.brokers else None, topic)
+    broker = _metrics_broker(rt, function, attrs.get("broker"))
     key, body, headers = _as_record(attrs, data)
+    if undecodable:
+        record_unreadable(function, broker, topic, letter.reason, headers)
+    else:
+        record_dead_letter(function, broker, topic, DEAD_LETTER_INVALID)
     return dead_letter_record(topic, key, body, headers, letter)
 
 
+def _metrics_broker(rt: FunctionRuntime, function: Function, named: Any) -> str | None:
+    """The broker label of a dead letter: the event's, else the one a broker-scoped function
+    fed by a shared topic serves (the order matcher of one paper broker, on ticks)."""
+    if named in rt.settings.brokers:
+        return str(named)
+    if function not in rt.core.stages:
+        return None  # the market feed: a source, shared
+    return served_broker(rt.core.stage_for(function, None))
+
+
 def _dead_letter(
-    rt: FunctionRuntime, function: Function, attrs: dict[str, Any], data: Any, letter: DeadLetter
+    rt: FunctionRuntime,
+    function: Function,
+    attrs: dict[str, Any],
+    data: Any,
+    letter: DeadLetter,
+    *,
+    undecodable: bool = False,
 ) -> None:
-    rt.publisher.publish_records([_dead_letter_record(rt, function, attrs, data, letter)])
+    record = _dead_letter_record(rt, function, attrs, data, letter, undecodable=undecodable)
+    rt.publisher.publish_records([record])
 
 
 def stage_handler(function: Function) -> Callable[[CloudEvent], None]:
@@ -229,7 +265,7 @@ def stage_handler(function: Function) -> Callable[[CloudEvent], None]:
         rt = runtime()
         attrs, data, decoded = _decode(cloud_event)
         if isinstance(decoded, DeadLetter):
-            _dead_letter(rt, function, attrs, data, decoded)
+            _dead_letter(rt, function, attrs, data, decoded, undecodable=True)
             return
         stage = rt.core.stage_for(function, decoded.broker)
         if hasattr(stage, "decide"):
@@ -336,7 +372,8 @@ class _Batcher:
         rt = self._rt
         try:
             stage = cast(Stage, rt.core.stage_for(self._function, self._broker))
-            delivery = deliver_batch(stage, [r.event for r in batch], rt.batch_store or rt.store)
+            store = watch_redeliveries(rt.batch_store or rt.store)
+            delivery = deliver_batch(stage, [r.event for r in batch], store)
         except Exception as exc:  # the store itself failed (Redis unreachable): all are retried
             for request in batch:
                 request.error = exc
@@ -389,12 +426,13 @@ def tick_ingest_handler() -> Callable[[CloudEvent], None]:
     def handle(cloud_event: CloudEvent) -> None:
         rt = runtime()
         attrs, data, decoded = _decode(cloud_event)
+        undecodable = isinstance(decoded, DeadLetter)
         if isinstance(decoded, Event) and not isinstance(decoded.data, MarketTick):
             decoded = DeadLetter(
                 f"the market feed accepts {EventType.MARKET_TICK} only, not {decoded.type}", 1
             )
         if isinstance(decoded, DeadLetter):
-            _dead_letter(rt, Function.MARKET_FEED, attrs, data, decoded)
+            _dead_letter(rt, Function.MARKET_FEED, attrs, data, decoded, undecodable=undecodable)
             return
         rt.publisher.publish([decoded])
 
