@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,6 +42,8 @@ class FunctionServer:
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Its own process group, so `stop` can kill gunicorn's worker too (see there).
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -66,8 +69,14 @@ class FunctionServer:
         # SIGINT is gunicorn's quick shutdown; SIGTERM waits for a graceful one.
         self._proc.send_signal(signal.SIGINT)
         try:
-            out, _ = self._proc.communicate(timeout=10)
+            # A quick shutdown takes well under a second.
+            out, _ = self._proc.communicate(timeout=5)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            out, _ = self._proc.communicate()
+            # gunicorn's threaded worker can deadlock in its quit handler when the signal lands
+            # while it starts a request thread (the handler waits on the pool the interrupted
+            # code holds). Killing only the master would leave that worker holding our stdout
+            # pipe, and reading it to the end would then wait for ever: kill the whole group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            out, _ = self._proc.communicate(timeout=10)
         return out.decode() if out else ""
