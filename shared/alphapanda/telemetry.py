@@ -70,7 +70,7 @@ from alphapanda.events import (
     SignalRejected,
     SignalValidated,
 )
-from alphapanda.state.store import BatchResult, Decide, Decision, Work
+from alphapanda.state.store import BatchResult, Decide, Decision, Republished, Work
 from alphapanda.topics import PIPELINE, Function, Scope
 
 if TYPE_CHECKING:
@@ -632,10 +632,8 @@ def _header_texts(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
 # --- redeliveries -----------------------------------------------------------------------------
 
 
-class _Redelivered(list[Event]):
-    """The outputs a store returned from an existing claim (the event was processed before)."""
-
-    __slots__ = ()
+_Redelivered = Republished
+"""The outputs a store returned from an existing claim (the event was processed before)."""
 
 
 def _is_redelivery(result: object) -> bool:

@@ -4,6 +4,7 @@ broker, and how `alphapanda trace` shows unreadable dead letters."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -21,14 +22,14 @@ from alphapanda.cli_trace import Hop, Unreadable, render
 from alphapanda.config import BrokerSettings, FillSettings, RiskLimits, Settings
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.strategy import EmaCrossover
-from alphapanda.events import IST, Event, MarketTick, tick_event
+from alphapanda.events import IST, Event, EventType, MarketTick, tick_event
 from alphapanda.runtime import function
 from alphapanda.runtime.bootstrap import build_core
 from alphapanda.stages.order_matcher import OrderMatcher
 from alphapanda.stages.risk_manager import RiskManager
 from alphapanda.stages.strategy_runner import StrategyRunner
 from alphapanda.stages.trading_engine import TradingEngine
-from alphapanda.state.store import MemoryStateStore
+from alphapanda.state.store import MemoryStateStore, Republished, StateStore
 from alphapanda.strategies import StrategySpec
 from alphapanda.topics import Function
 from risk_signals import MID_SESSION, raw_event, risk_signal
@@ -175,6 +176,47 @@ def test_deliver_when_a_fill_is_redelivered_then_tick_to_fill_is_observed_once(u
     deliver(engine, validated, store)
 
     assert _sample("alphapanda_tick_to_fill_seconds_count", **labels) == before + 1
+
+
+class _OwnClaims:
+    """An effectful stage keeping its own claims, as the zerodha trader does: a repeat of an
+    event answers with the outputs it first produced, marked `Republished`."""
+
+    function = Function.TRADING_ENGINE
+    accepts = EventType.SIGNAL_VALIDATED
+    brokers = frozenset({"zerodha"})
+
+    def __init__(self) -> None:
+        self._done: dict[str, list[Event]] = {}
+
+    def handle(self, event: Event, store: StateStore) -> list[Event]:
+        done = self._done.get(event.id)
+        if done is not None:
+            return Republished(done)
+        self._done[event.id] = []
+        return []
+
+
+def test_deliver_when_an_effectful_stage_answers_republished_then_it_is_counted_as_a_redelivery(
+    untraced: None,
+) -> None:
+    stage, event = (
+        _OwnClaims(),
+        replace(raw_event(risk_signal()), type=EventType.SIGNAL_VALIDATED, broker="zerodha"),
+    )
+    ok = {"function": "trading_engine", "broker": "zerodha", "outcome": "ok"}
+    again = {"function": "trading_engine", "broker": "zerodha"}
+    before = (
+        _sample("alphapanda_events_processed_total", **ok),
+        _sample("alphapanda_redelivered_total", **again),
+    )
+
+    deliver(stage, event, MemoryStateStore())  # type: ignore[arg-type]
+    second = deliver(stage, event, MemoryStateStore())  # type: ignore[arg-type]
+
+    assert type(second) is list  # the mark does not travel past telemetry
+    assert _sample("alphapanda_events_processed_total", **ok) == before[0] + 1
+    assert _sample("alphapanda_redelivered_total", **again) == before[1] + 1
 
 
 def test_deliver_batch_when_events_repeat_then_the_repeats_are_redeliveries_in_their_traces(

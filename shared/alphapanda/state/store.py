@@ -39,6 +39,16 @@ class Decision:
 
 
 Decide = Callable[[dict[str, str | None]], Decision]
+
+
+class Republished(list[Event]):
+    """The outputs an event produced when it was processed before: what a stage that keeps its
+    own claims (the zerodha trader) answers a redelivery with, so telemetry can count the event
+    once (`telemetry.watch_redeliveries` marks the stores' answers the same way)."""
+
+    __slots__ = ()
+
+
 MoreReads = Callable[[Mapping[str, str | None]], Sequence[str]]
 
 

@@ -68,7 +68,7 @@ from alphapanda.events import (
 )
 from alphapanda.stages.risk_ledger import ledger_reads, release
 from alphapanda.state import keys as core_keys
-from alphapanda.state.store import StateStore
+from alphapanda.state.store import Republished, StateStore
 from alphapanda.topics import Function
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class ZerodhaTrader:
         """One look at the claim and one step from there; None means look again."""
         raw, record = ledger.read()
         if record is not None and record.state == DONE:
-            return record.events()
+            return Republished(record.events())
         if record is not None and record.state == PLACING and record.lease_until > self._wall():
             self._await_change(ledger, raw, record.lease_until)
             return None
