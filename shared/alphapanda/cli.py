@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port", type=port, help="serve Prometheus metrics on this port (0 picks a free one)"
     )
+    run.add_argument(
+        "--api-port",
+        type=port,
+        help="serve the read API (GET /brokers, /brokers/B/positions, ...) on 127.0.0.1 at this port "
+        "(0 picks a free one)",
+    )
 
     feed = sub.add_parser(
         "feed",
@@ -196,6 +202,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         replay=args.replay,
         live_view=not args.no_live,
         kite_sandbox=args.kite_sandbox,
+        api_port=args.api_port,
     )
     try:
         run_local(settings, options)

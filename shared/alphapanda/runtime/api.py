@@ -25,7 +25,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from alphapanda.brokers.base import Quote
 from alphapanda.domain.risk import BrokerState
@@ -33,6 +35,11 @@ from alphapanda.runtime.reports import BrokerSummary, books, broker_summary
 from alphapanda.state import keys
 from alphapanda.state.store import StateStore
 from alphapanda.topics import broker_kind, market_scope
+
+if TYPE_CHECKING:
+    import redis
+
+    from alphapanda.config import Settings
 
 Login = Callable[[Mapping[str, str], str], tuple[int, str]]
 """(query, broker) -> (status, text): `session.login_callback` bound to the Kite settings and Redis."""
@@ -98,12 +105,15 @@ class ReadApi:
             for token, pos in book.positions:
                 if pos.net_quantity == 0:
                     continue
-                raw = self._store.get(keys.quote(token, market_scope(broker)))
+                scope = market_scope(broker)
+                raw = self._store.get(keys.quote(token, scope))
                 mark: Decimal | None = Quote.from_json(json.loads(raw)).last_price if raw else None
                 out.append(
                     {
                         "strategy": strategy,
                         "instrument_token": token,
+                        # `EXCHANGE:SYMBOL` as the last tick named it (None before any tick).
+                        "instrument": self._store.get(keys.symbol(token, scope)),
                         "product": pos.product,
                         "quantity": pos.net_quantity,
                         "average_price": str(pos.average_price),
@@ -157,7 +167,6 @@ class LazyReadApi:
 def _connect() -> ReadApi:
     import redis
 
-    from alphapanda.brokers.zerodha.session import login_callback
     from alphapanda.config import ConfigError, load_settings
     from alphapanda.state.store import RedisStateStore
 
@@ -166,9 +175,69 @@ def _connect() -> ReadApi:
         raise ConfigError("the read API needs ALPHAPANDA_REDIS__URL")
     client: Any = redis.Redis.from_url(settings.redis.url)
     client.ping()
+    store = RedisStateStore(client, settings.redis.claim_ttl_s)
+    return ReadApi(store, settings.brokers, kite_login(settings, client))
+
+
+def kite_login(settings: Settings, client: redis.Redis) -> Login:
+    """`session.login_callback` for the settings' Kite app, storing sessions through `client`."""
+    from alphapanda.brokers.zerodha.session import login_callback
 
     def login(query: Mapping[str, str], broker: str) -> tuple[int, str]:
         answer = login_callback(query, settings.kite, client, broker)
         return answer.status, answer.body
 
-    return ReadApi(RedisStateStore(client, settings.redis.claim_ttl_s), settings.brokers, login)
+    return login
+
+
+Routes = Callable[[str, str, Mapping[str, str]], ApiResponse]
+"""(method, path, query) -> answer: a `ReadApi`, `LazyReadApi` or `PendingReadApi`."""
+
+
+class PendingReadApi:
+    """Answers 503 until `ready` gives it the `ReadApi`: `alphapanda run` binds the API's port
+    before it starts its servers (a port in use is then refused before anything started)."""
+
+    def __init__(self) -> None:
+        self._api: ReadApi | None = None
+
+    def ready(self, api: ReadApi) -> None:
+        self._api = api
+
+    def __call__(self, method: str, path: str, query: Mapping[str, str]) -> ApiResponse:
+        api = self._api
+        if api is None:
+            return _error(503, "the run is still starting: try again in a moment")
+        return api(method, path, query)
+
+
+def serve_read_api(api: Routes, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve `api` on host:port (0: a free port) from a daemon thread; `shutdown()` stops it.
+
+    For `alphapanda run --api-port`: the standard library's threading server rather than
+    functions-framework, because there the API is a thread of the run's own process, beside its
+    consumers, with no worker processes of its own to start and stop. Raises OSError if the
+    port cannot be bound.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            url = urlsplit(self.path)
+            response = api(self.command, url.path, dict(parse_qsl(url.query)))
+            body = response.text.encode()
+            self.send_response(response.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the run's terminal view is not a request log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="read-api", daemon=True).start()
+    return server

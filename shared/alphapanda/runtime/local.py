@@ -24,6 +24,7 @@ from alphapanda.bus.kafka import EventPublisher
 from alphapanda.config import ConfigError, Settings, first_instruments
 from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.events import EventType, now
+from alphapanda.runtime.api import PendingReadApi, ReadApi, kite_login, serve_read_api
 from alphapanda.runtime.bootstrap import Core, build_core, connect
 from alphapanda.runtime.feed import (
     Feed,
@@ -55,6 +56,8 @@ class RunOptions:
     live_view: bool = True
     kite_sandbox: bool = False
     """Trade zerodha against a local Kite sandbox and take the market feed from its ticker."""
+    api_port: int | None = None
+    """Serve the read API (`runtime.api`) on this loopback port (0: a free one); None: not at all."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,7 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
     # Claimed before any server starts, so a second run on the same directory is refused at once.
     claim_runinfo()
     with contextlib.ExitStack() as extras:
+        pending_api = _serve_api(options.api_port, extras, console)
         settings, servers = _start_servers(settings, extras)
         console.print(
             f"[bold]alphapanda[/] kafka {settings.kafka.bootstrap_servers}  redis {settings.redis.url}  "
@@ -261,6 +265,8 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
         store, publisher = connect(settings)
         extras.callback(publisher.close)
         publish_runinfo(settings)
+        if pending_api is not None:
+            pending_api.ready(ReadApi(store, settings.brokers, kite_login(settings, store.client)))
         dispatcher = Dispatcher(
             bindings(list(settings.brokers)),
             core.stage_for,
@@ -327,6 +333,25 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
         if feed.failed is not None:
             raise RunFailed(f"the market feed failed: {feed.failed}") from feed.failed
         return totals
+
+
+def _serve_api(port: int | None, extras: contextlib.ExitStack, console: Console) -> PendingReadApi | None:
+    """Bind the read API's port now, before any server starts, so a port in use stops the run
+    before it began; it answers 503 until the pipeline's state store is there."""
+    if port is None:
+        return None
+    pending = PendingReadApi()
+    try:
+        server = serve_read_api(pending, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"--api-port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}): "
+            "pick another port, or 0 for any free one"
+        ) from None
+    extras.callback(server.server_close)
+    extras.callback(server.shutdown)
+    console.print(f"read API http://127.0.0.1:{server.server_address[1]}/brokers")
+    return pending
 
 
 def _stop_pipeline(feed: Feed, dispatcher: Dispatcher, signals: _StopSignals) -> None:

@@ -72,6 +72,7 @@ def test_api_when_a_paper_position_is_open_then_summary_and_positions_priced_at_
     assert position == {
         "strategy": "ema_test",
         "instrument_token": RELIANCE,
+        "instrument": "NSE:RELIANCE",
         "product": "MIS",
         "quantity": 10,
         "average_price": "1480.00",
