@@ -61,3 +61,33 @@ def test_read_api_when_route_unknown_or_method_writes_then_404_or_405_with_the_r
     delete = api("DELETE", "/brokers/paper", {})
     assert delete.status == 405 and "only reads" in delete.body["error"]
     assert json.loads(api("GET", "/brokers", {}).text)["brokers"][0]["broker"] == "paper"
+
+
+def test_read_api_when_values_carry_trailing_digits_then_money_to_the_paisa_and_prices_to_four_places() -> (
+    None
+):
+    book = {
+        "cash": "-4441.00",
+        "charges": "1.2345",
+        "trades": 3,
+        "positions": {"738561": {"q": 3, "avg": "1480.333333", "rpnl": "-2413.1200", "p": "MIS"}},
+    }
+    quote = {"bid": "1490.00", "ask": "1490.10", "ltp": "1490.05", "at": "2025-11-24T10:00:00+05:30"}
+    store = _store(
+        {
+            keys.book("paper", "s"): json.dumps(book),
+            keys.quote(738561): json.dumps(quote),
+            keys.symbol(738561): "NSE:RELIANCE",
+        }
+    )
+    store.process_once(
+        "index", [], lambda _v: Decision(outputs=[], set_adds={keys.books_index("paper"): "s"})
+    )
+    api = ReadApi(store, ["paper"])
+
+    (position,) = api("GET", "/brokers/paper/positions", {}).body["positions"]
+    summary = api("GET", "/brokers/paper", {}).body
+
+    assert (position["average_price"], position["last_price"]) == ("1480.3333", "1490.05")
+    assert position["realised_pnl"] == "-2413.12" and position["unrealised_pnl"] == "29.15"
+    assert (summary["charges"], summary["cash"]) == ("1.23", "-4441.00")

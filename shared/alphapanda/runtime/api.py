@@ -24,7 +24,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -92,11 +92,11 @@ class ReadApi:
             "state": self._store.get(keys.control(broker)) or BrokerState.ACTIVE.value,
             "open_positions": summary.open_positions,
             "trades": summary.trades,
-            "realised_pnl": str(summary.realised_pnl),
-            "unrealised_pnl": str(summary.unrealised_pnl),
-            "total_pnl": str(summary.total_pnl),
-            "cash": str(summary.cash),
-            "charges": str(summary.charges),
+            "realised_pnl": _rupees(summary.realised_pnl),
+            "unrealised_pnl": _rupees(summary.unrealised_pnl),
+            "total_pnl": _rupees(summary.total_pnl),
+            "cash": _rupees(summary.cash),
+            "charges": _rupees(summary.charges),
         }
 
     def _positions(self, broker: str) -> list[dict[str, Any]]:
@@ -116,10 +116,10 @@ class ReadApi:
                         "instrument": self._store.get(keys.symbol(token, scope)),
                         "product": pos.product,
                         "quantity": pos.net_quantity,
-                        "average_price": str(pos.average_price),
-                        "realised_pnl": str(pos.realised_pnl),
-                        "last_price": str(mark) if mark is not None else None,
-                        "unrealised_pnl": str(pos.unrealised_pnl(mark)) if mark is not None else None,
+                        "average_price": _price(pos.average_price),
+                        "realised_pnl": _rupees(pos.realised_pnl),
+                        "last_price": _price(mark) if mark is not None else None,
+                        "unrealised_pnl": _rupees(pos.unrealised_pnl(mark)) if mark is not None else None,
                     }
                 )
         return out
@@ -135,6 +135,23 @@ class ReadApi:
             return _error(404, f"{broker} has no Kite login: only a zerodha broker logs in")
         status, text = self._login(query, broker)
         return ApiResponse(status, {"broker": broker, "message": text})
+
+
+_PAISA = Decimal("0.01")
+_PRICE_PLACES = Decimal("0.0001")
+
+
+def _rupees(value: Decimal) -> str:
+    """Money to the paisa (half up), as a contract note shows it: sums of exact values carry
+    trailing digits ("-2413.1200") that say nothing."""
+    return str(value.quantize(_PAISA, rounding=ROUND_HALF_UP))
+
+
+def _price(value: Decimal) -> str:
+    """A price to the paisa, or to 4 places when it is an average between paise."""
+    fine = value.quantize(_PRICE_PLACES, rounding=ROUND_HALF_UP)
+    coarse = fine.quantize(_PAISA)
+    return str(coarse if coarse == fine else fine)
 
 
 def _error(status: int, message: str) -> ApiResponse:

@@ -76,7 +76,7 @@ def test_api_when_a_paper_position_is_open_then_summary_and_positions_priced_at_
         "product": "MIS",
         "quantity": 10,
         "average_price": "1480.00",
-        "realised_pnl": "0",
+        "realised_pnl": "0.00",
         "last_price": "1490.00",
         "unrealised_pnl": "100.00",
     }
