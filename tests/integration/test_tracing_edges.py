@@ -3,7 +3,6 @@ unreadable records, rejected signals, redelivered events and the per-broker orde
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,8 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from pipeline_harness import Pipeline, Record, events_of, read_all, settings_for, tick_events
 from prometheus_client import REGISTRY
+from test_tracing import _trace  # `alphapanda trace` on a run's log, as test_tracing runs it
 
-from alphapanda import cli_trace, telemetry, topics
+from alphapanda import telemetry, topics
 from alphapanda.events import Event
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 
@@ -184,18 +184,6 @@ def test_run_when_records_cannot_be_decoded_then_dead_letters_are_counted_with_t
     for broker in BROKERS:
         assert run.deltas[f"matcher_undecodable_{broker}"] == 2
     assert len(run.log[topics.dlq(TICK_TOPIC)]) == 6
-
-
-def _trace(run: Run, correlation_id: str, capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str]:
-    args = argparse.Namespace(
-        command="trace",
-        correlation_id=correlation_id,
-        bootstrap_servers=run.bootstrap,
-        brokers=None,
-        timeout=60.0,
-    )
-    code = cli_trace.run(args)
-    return code, capsys.readouterr().out
 
 
 def test_trace_command_when_an_ideas_record_was_unreadable_then_its_dead_letter_is_shown(

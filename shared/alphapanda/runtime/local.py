@@ -382,21 +382,9 @@ def _final_totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateSt
     try:
         return _totals(core, dispatcher, feed, store)
     except redis.RedisError:
-        counts = _broker_counts(dispatcher, None)
         zero = Decimal(0)
-        return RunTotals(
-            ticks=feed.published,
-            signals=counts.signals,
-            validated=counts.validated,
-            rejected=counts.rejected,
-            orders=counts.orders,
-            fills=counts.fills,
-            cancelled=counts.cancelled,
-            failed=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_FAILED),
-            dead_lettered=sum(w.stats.dead_lettered for w in dispatcher.workers),
-            brokers=tuple(BrokerSummary(b, 0, 0, zero, zero, zero, zero) for b in core.brokers),
-            per_broker=tuple(_broker_counts(dispatcher, b) for b in core.brokers),
-        )
+        blank = tuple(BrokerSummary(b, 0, 0, zero, zero, zero, zero) for b in core.brokers)
+        return _counted(core, dispatcher, feed, blank)
 
 
 def _drain(dispatcher: Dispatcher, signals: _StopSignals, servers: Sequence[_Server]) -> bool:
@@ -538,6 +526,11 @@ def _broker_counts(dispatcher: Dispatcher, broker: str | None) -> BrokerCounts:
 
 
 def _totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore) -> RunTotals:
+    return _counted(core, dispatcher, feed, tuple(broker_summary(store, b) for b in core.brokers))
+
+
+def _counted(core: Core, dispatcher: Dispatcher, feed: Feed, brokers: tuple[BrokerSummary, ...]) -> RunTotals:
+    """The run's counts, from the stages' own statistics, beside each broker's books."""
     counts = _broker_counts(dispatcher, None)
     return RunTotals(
         ticks=feed.published,
@@ -549,7 +542,7 @@ def _totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore) -
         cancelled=counts.cancelled,
         failed=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_FAILED),
         dead_lettered=sum(w.stats.dead_lettered for w in dispatcher.workers),
-        brokers=tuple(broker_summary(store, b) for b in core.brokers),
+        brokers=brokers,
         per_broker=tuple(_broker_counts(dispatcher, b) for b in core.brokers),
     )
 
