@@ -85,6 +85,12 @@ def register(subparsers: Any) -> None:
     sandbox.add_argument(
         "--tick-interval", type=positive_number, default=1.0, help="seconds between market ticks"
     )
+    sandbox.add_argument(
+        "--market-clock",
+        action="store_true",
+        help="started outside NSE hours, run the sandbox's clock from the latest session open (as "
+        "`alphapanda run --kite-sandbox` does), so strategies trade at night; default: the wall clock",
+    )
     sandbox.set_defaults(zerodha_command=_kite_sandbox)
 
     if "reconcile" in subparsers.choices:
@@ -257,7 +263,12 @@ def _kite_sandbox(args: argparse.Namespace) -> int:
 
     from alphapanda.domain.instruments import load_instruments
     from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
-    from alphapanda.runtime.sandboxed import SANDBOX_API_KEY, SANDBOX_API_SECRET, sandbox_instruments
+    from alphapanda.runtime.sandboxed import (
+        SANDBOX_API_KEY,
+        SANDBOX_API_SECRET,
+        market_clock,
+        sandbox_instruments,
+    )
 
     settings = load_settings()
     instruments = load_instruments(settings.instruments_file)
@@ -274,11 +285,13 @@ def _kite_sandbox(args: argparse.Namespace) -> int:
             "set both ALPHAPANDA_KITE__API_KEY and ALPHAPANDA_KITE__API_SECRET for the sandbox to serve, "
             "or neither"
         )
+    clock = market_clock() if args.market_clock else None
     sandbox = KiteSandbox(
         api_key or SANDBOX_API_KEY,
         api_secret or SANDBOX_API_SECRET,
         instruments=sandbox_instruments(instruments),
         seed=args.seed,
+        clock=clock,
         port=args.port,
         ws_port=ws_port,
         config=SandboxConfig(tick_interval=args.tick_interval),
@@ -296,6 +309,8 @@ def _kite_sandbox(args: argparse.Namespace) -> int:
     with sandbox:
         print(f"Kite sandbox REST root:   {sandbox.root}  (ALPHAPANDA_KITE__ROOT)", flush=True)
         print(f"Kite sandbox ticker root: {sandbox.ws_root}  (ALPHAPANDA_KITE__WS_ROOT)", flush=True)
+        if clock is not None:
+            print(f"Kite sandbox market clock starts at {clock():%Y-%m-%d %H:%M:%S} IST", flush=True)
         if api_key:
             # The operator's own secret stays out of the output (a pod's log is widely readable).
             print(

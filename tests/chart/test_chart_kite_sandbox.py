@@ -94,6 +94,14 @@ def test_render_when_kite_sandbox_on_then_it_posts_order_updates_to_the_zerodha_
     assert "--postback-url" not in _container(_sandbox_objects(off)[0])["command"]
 
 
+def test_render_when_kite_sandbox_on_then_its_market_clock_runs_unless_turned_off(chart: Chart) -> None:
+    default = _container(_sandbox_objects(chart.template(*ON))[0])["command"]
+    wall = chart.template(*ON, "--set", "kiteSandbox.marketClock=false")
+
+    assert "--market-clock" in default
+    assert "--market-clock" not in _container(_sandbox_objects(wall)[0])["command"]
+
+
 def test_render_when_kite_roots_set_then_they_win_over_the_sandbox(chart: Chart) -> None:
     rendered = chart.template(*ON, "--set", "kite.root=http://kite.example:9000")
     roots = {
@@ -184,4 +192,5 @@ def test_rendered_kite_sandbox_when_run_then_the_real_kite_client_logs_in_at_the
     log = "".join(banner) + output
     assert "chart-secret" not in log  # the operator's secret never reaches the pod's log
     assert "listening on every interface (0.0.0.0)" in log
+    assert "Kite sandbox market clock starts at " in log
     assert "order updates are posted to http://zerodha-order-updates.alphapanda.svc.cluster.local/" in log

@@ -22,9 +22,9 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -97,6 +97,24 @@ def sandbox_request_token(root: str) -> str:
         raise SandboxUnavailable(f"no request token from the Kite sandbox at {root}: {exc}") from None
 
 
+def market_clock(start: datetime | None = None) -> Callable[[], datetime]:
+    """An IST clock that reads `start` now and runs on from there; by default `start` is where
+    the simulated feed's market clock starts (`session_start_for_simulation`: now in session,
+    else the latest session open), so the sandbox's ticks and orders fall in a trading session."""
+    from alphapanda.domain.calendar import load_trading_calendar
+    from alphapanda.kite_sandbox._common import ist_now
+    from alphapanda.runtime.feed import session_start_for_simulation
+
+    if start is None:
+        start = session_start_for_simulation(load_trading_calendar(), now())
+    offset = start - now()
+
+    def clock() -> datetime:
+        return ist_now() + offset
+
+    return clock
+
+
 def tick_interval(instruments: int, rate: float) -> float:
     """Seconds between the sandbox's market steps so that it streams about `rate` ticks/s
     (every step ticks every instrument); 0 means as fast as is sensible."""
@@ -155,11 +173,7 @@ def kite_sandbox(
     if not brokers:
         raise SandboxUnavailable("--kite-sandbox needs a zerodha broker")
     rest_port, ws_port = _ports(settings)
-    offset = (market_start - now()) if market_start is not None else timedelta(0)
-
-    def clock() -> datetime:
-        return ist_now() + offset
-
+    clock = market_clock(market_start) if market_start is not None else ist_now
     sandbox = KiteSandbox(
         SANDBOX_API_KEY,
         SANDBOX_API_SECRET,

@@ -27,7 +27,7 @@ from alphapanda.bus.kafka import EventPublisher
 from alphapanda.config import Settings, load_settings
 from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.domain.portfolio import Book
-from alphapanda.events import Alert, Event, EventType, MarketTick, OrderFilled, now
+from alphapanda.events import IST, Alert, Event, EventType, MarketTick, OrderFilled, now
 from alphapanda.kite_sandbox import KiteSandbox
 from alphapanda.runtime.bootstrap import Core, build_core, connect
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
@@ -253,3 +253,31 @@ def test_kite_sandbox_command_when_started_then_prints_roots_and_keys_and_serves
         output, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, output
     assert "Kite sandbox stopped" in output
+
+
+def test_kite_sandbox_command_when_market_clock_then_its_quotes_are_stamped_inside_an_nse_session() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alphapanda.cli", "kite-sandbox", "--port", "0", "--market-clock"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        root = lines[0].split()[4]
+        import requests
+
+        request_token = requests.post(f"{root}/_sandbox/request_token", timeout=5).json()["request_token"]
+        kite = KiteConnect("sandbox_api_key", root=root)
+        kite.generate_session(request_token, api_secret="sandbox_api_secret")
+        stamped = kite.quote(["NSE:SBIN"])["NSE:SBIN"]["timestamp"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    assert any(line.startswith("Kite sandbox market clock starts at ") for line in lines), lines
+    # Kite's timestamps are IST wall time without a zone; the session holds whenever this runs.
+    at = stamped.replace(tzinfo=IST) if stamped.tzinfo is None else stamped
+    assert load_trading_calendar().is_open(at), f"{stamped} is outside an NSE session"
