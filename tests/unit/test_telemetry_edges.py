@@ -337,8 +337,7 @@ def test_function_dead_letter_when_the_request_is_unreadable_then_it_is_traced_f
         Function.ORDER_MATCHER,
         {"id": "bad-2", "traceparent": TRACEPARENT},
         b"{",
-        function.DeadLetter("not a tick", 1),
-        undecodable=True,
+        function.DeadLetter("not a tick", 1, cause=telemetry.DEAD_LETTER_UNDECODABLE),
     )
 
     assert topic == "market.equity.ticks.dlq"

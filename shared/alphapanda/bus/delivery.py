@@ -18,7 +18,12 @@ from alphapanda.events import Event, InvalidEvent
 from alphapanda.stages import AnyStage, Stage, process
 from alphapanda.state import keys
 from alphapanda.state.store import BatchStateStore, Decision, StateStore, Work
-from alphapanda.telemetry import record_delivery, record_failed_delivery, traced_delivery
+from alphapanda.telemetry import (
+    DEAD_LETTER_INVALID,
+    record_delivery,
+    record_failed_delivery,
+    traced_delivery,
+)
 from alphapanda.topics import dlq
 
 # CloudEvent extension names: lowercase alphanumerics, at most 20 characters (the spec's advice).
@@ -31,6 +36,9 @@ DLQ_ATTEMPTS = "deadletterattempts"
 class DeadLetter:
     reason: str
     attempts: int
+    cause: str = DEAD_LETTER_INVALID
+    """Why, for telemetry: one of `telemetry.DEAD_LETTER_*` (a stage refused the event, it was
+    not one of our events at all, or every attempt failed)."""
 
 
 @traced_delivery

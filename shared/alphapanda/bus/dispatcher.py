@@ -39,7 +39,7 @@ from alphapanda.stages import AnyStage, Stage
 from alphapanda.state.store import BatchStateStore, StateStore
 from alphapanda.telemetry import (
     DEAD_LETTER_EXHAUSTED,
-    DEAD_LETTER_INVALID,
+    DEAD_LETTER_UNDECODABLE,
     record_dead_letter,
     record_unreadable,
     watch_redeliveries,
@@ -56,16 +56,6 @@ GC_THRESHOLDS = (50_000, 50, 1_000)
 
 UNKNOWN_LAG = -1
 """Lag before a partition has answered its first fetch: not idle, not a number of records."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Undecodable(DeadLetter):
-    """The dead letter of a record that is not one of our events (it never reached the stage)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Exhausted(DeadLetter):
-    """The dead letter of an event every attempt of which failed."""
 
 
 @dataclass
@@ -224,14 +214,13 @@ class BindingWorker(threading.Thread):
         for record, result in zip(records, self._deliver_all(records), strict=True):
             if isinstance(result, DeadLetter):
                 topic = str(record.topic())
-                if isinstance(result, _Undecodable):
+                if result.cause == DEAD_LETTER_UNDECODABLE:
                     # Recorded by each consumer of the record, as the consumer's dead letter it is.
                     record_unreadable(
                         self.binding.function, self.binding.broker, topic, result.reason, _headers(record)
                     )
                 else:
-                    why = DEAD_LETTER_EXHAUSTED if isinstance(result, _Exhausted) else DEAD_LETTER_INVALID
-                    record_dead_letter(self.binding.function, self.binding.broker, topic, why)
+                    record_dead_letter(self.binding.function, self.binding.broker, topic, result.cause)
                 dead.append(dead_letter_record(topic, record.key(), record.value(), _headers(record), result))
             else:
                 outputs.extend(result)
@@ -293,7 +282,7 @@ class BindingWorker(threading.Thread):
         try:
             result = from_kafka(record.key(), record.value(), _headers(record))
         except InvalidEvent as exc:
-            result = _Undecodable(str(exc), attempts=1)
+            result = DeadLetter(str(exc), attempts=1, cause=DEAD_LETTER_UNDECODABLE)
         if cache is not None:
             cache.put(record, result)
         return result
@@ -360,7 +349,11 @@ class BindingWorker(threading.Thread):
 
     def _dead_letter(self, exc: BaseException, attempts: int) -> DeadLetter:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        return _Exhausted(f"failed after {attempts} attempts: {type(exc).__name__}: {exc}", attempts=attempts)
+        return DeadLetter(
+            f"failed after {attempts} attempts: {type(exc).__name__}: {exc}",
+            attempts=attempts,
+            cause=DEAD_LETTER_EXHAUSTED,
+        )
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self._delivery.backoff_delay_s * (2**attempt), self._delivery.backoff_max_s))

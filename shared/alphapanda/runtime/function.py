@@ -53,7 +53,7 @@ from alphapanda.state.store import (
     read_replies,
 )
 from alphapanda.telemetry import (
-    DEAD_LETTER_INVALID,
+    DEAD_LETTER_UNDECODABLE,
     record_dead_letter,
     record_unreadable,
     served_broker,
@@ -208,7 +208,7 @@ def _decode(cloud_event: CloudEvent) -> tuple[dict[str, Any], Any, Event | DeadL
     try:
         return attrs, data, from_attributes(attrs, data)
     except InvalidEvent as exc:
-        return attrs, data, DeadLetter(str(exc), attempts=1)
+        return attrs, data, DeadLetter(str(exc), attempts=1, cause=DEAD_LETTER_UNDECODABLE)
 
 
 def _dead_letter_record(
@@ -217,21 +217,19 @@ def _dead_letter_record(
     attrs: dict[str, Any],
     data: Any,
     letter: DeadLetter,
-    *,
-    undecodable: bool = False,
 ) -> Record:
     """The input's dead-letter record (counted as dead-lettered: it is about to be published).
 
-    `undecodable`: the request is not one of our events, so no stage saw it and this is the
-    only telemetry it gets (an error span and the counter, see `record_unreadable`).
+    A request that is not one of our events reached no stage, so this is the only telemetry it
+    gets (an error span and the counter, see `record_unreadable`).
     """
     topic = input_topic(function, attrs, data, rt.settings.brokers)
     broker = _metrics_broker(rt, function, attrs.get("broker"))
     key, body, headers = _as_record(attrs, data)
-    if undecodable:
+    if letter.cause == DEAD_LETTER_UNDECODABLE:
         record_unreadable(function, broker, topic, letter.reason, headers)
     else:
-        record_dead_letter(function, broker, topic, DEAD_LETTER_INVALID)
+        record_dead_letter(function, broker, topic, letter.cause)
     return dead_letter_record(topic, key, body, headers, letter)
 
 
@@ -251,11 +249,8 @@ def _dead_letter(
     attrs: dict[str, Any],
     data: Any,
     letter: DeadLetter,
-    *,
-    undecodable: bool = False,
 ) -> None:
-    record = _dead_letter_record(rt, function, attrs, data, letter, undecodable=undecodable)
-    rt.publisher.publish_records([record])
+    rt.publisher.publish_records([_dead_letter_record(rt, function, attrs, data, letter)])
 
 
 def stage_handler(function: Function) -> Callable[[CloudEvent], None]:
@@ -265,7 +260,7 @@ def stage_handler(function: Function) -> Callable[[CloudEvent], None]:
         rt = runtime()
         attrs, data, decoded = _decode(cloud_event)
         if isinstance(decoded, DeadLetter):
-            _dead_letter(rt, function, attrs, data, decoded, undecodable=True)
+            _dead_letter(rt, function, attrs, data, decoded)
             return
         stage = rt.core.stage_for(function, decoded.broker)
         if hasattr(stage, "decide"):
@@ -426,13 +421,12 @@ def tick_ingest_handler() -> Callable[[CloudEvent], None]:
     def handle(cloud_event: CloudEvent) -> None:
         rt = runtime()
         attrs, data, decoded = _decode(cloud_event)
-        undecodable = isinstance(decoded, DeadLetter)
         if isinstance(decoded, Event) and not isinstance(decoded.data, MarketTick):
             decoded = DeadLetter(
                 f"the market feed accepts {EventType.MARKET_TICK} only, not {decoded.type}", 1
             )
         if isinstance(decoded, DeadLetter):
-            _dead_letter(rt, Function.MARKET_FEED, attrs, data, decoded, undecodable=undecodable)
+            _dead_letter(rt, Function.MARKET_FEED, attrs, data, decoded)
             return
         rt.publisher.publish([decoded])
 
