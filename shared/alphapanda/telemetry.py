@@ -15,8 +15,8 @@ What else a span says:
   `alphapanda.risk.reasons`, one span event per rule);
 - a redelivery (the claim was there: the stage republished its stored outputs) stays in the
   trace of its record, is marked `alphapanda.redelivered`, and is counted apart
-  (`alphapanda_redelivered_total`), not as a second `ok` or a second tick-to-fill; the stores
-  are watched for it by `watch_redeliveries`;
+  (`alphapanda_redelivered_total`), not as a second `ok` or a second tick-to-fill: a store
+  answers from a claim with `Republished` outputs, as the zerodha trader does;
 - a record that is not one of our events gets a `process {topic}` span with an error status
   (`error.type` `undecodable`, its traceparent header as parent if it has one), as well as the
   dead-letter counter with its reason (`record_unreadable`);
@@ -70,12 +70,12 @@ from alphapanda.events import (
     SignalRejected,
     SignalValidated,
 )
-from alphapanda.state.store import BatchResult, Decide, Decision, Republished, Work
+from alphapanda.state.store import Republished
 from alphapanda.topics import PIPELINE, Function, Scope
 
 if TYPE_CHECKING:
     from alphapanda.stages import AnyStage
-    from alphapanda.state.store import BatchStateStore, StateStore
+    from alphapanda.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +360,6 @@ def traced_delivery(deliver: Deliver[_R]) -> Deliver[_R]:
     @functools.wraps(deliver)
     def wrapper(stage: AnyStage, event: Event, store: StateStore) -> list[Event] | _R:
         bound = _bound.get((id(stage), event.broker)) or _bind(stage, event)
-        if hasattr(stage, "decide"):
-            # An effectful stage keeps the store it was given: it takes the Redis client from it.
-            store = watch_redeliveries(store)
         tracer = _tracing.tracer if _tracing.configured else _tracer()
         if tracer is not None:
             return _traced(tracer, bound, deliver, stage, event, store)
@@ -632,73 +629,13 @@ def _header_texts(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
 # --- redeliveries -----------------------------------------------------------------------------
 
 
-_Redelivered = Republished
-"""The outputs a store returned from an existing claim (the event was processed before)."""
-
-
 def _is_redelivery(result: object) -> bool:
-    return isinstance(result, _Redelivered)
+    return isinstance(result, Republished)
 
 
 def _plain(result: list[Event] | _R) -> list[Event] | _R:
-    return list(result) if isinstance(result, _Redelivered) else result
-
-
-class _WatchedStore:
-    """A store that marks the outputs it did not decide (a claim was there) as `_Redelivered`.
-
-    The store answers a redelivery with the outputs kept in the claim, and nothing else tells
-    the caller it was one. A `decide` that ran returns the very list the store then answers,
-    so every answered list that no `decide` of this call returned is a redelivery, however
-    many times a conflict made the store decide again.
-    """
-
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: StateStore) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> object:
-        # `client` (the Zerodha stage's Redis), `get`, `members` and the rest: the store's own.
-        return getattr(self._inner, name)
-
-    def process_once(self, claim_key: str, read_keys: Sequence[str], decide: Decide) -> list[Event]:
-        decided: list[list[Event]] = []
-        outputs = self._inner.process_once(claim_key, read_keys, _noting(decide, decided))
-        return outputs if any(outputs is d for d in decided) else _Redelivered(outputs)
-
-    def process_batch(
-        self, items: Sequence[Work], isolate: tuple[type[BaseException], ...] = ()
-    ) -> BatchResult:
-        decided: list[list[Event]] = []
-        watched = [replace(w, decide=_noting(w.decide, decided)) for w in items]
-        inner = cast("BatchStateStore", self._inner)
-        result = inner.process_batch(watched, isolate)
-        ids = {id(d) for d in decided}  # `decided` holds them, so no id is reused meanwhile
-        done = [
-            d if d.outputs is None or id(d.outputs) in ids else replace(d, outputs=_Redelivered(d.outputs))
-            for d in result.done
-        ]
-        return replace(result, done=done)
-
-
-def _noting(decide: Decide, decided: list[list[Event]]) -> Decide:
-    def noted(values: dict[str, str | None]) -> Decision:
-        decision = decide(values)
-        decided.append(decision.outputs)
-        return decision
-
-    return noted
-
-
-_S = TypeVar("_S", bound="StateStore")
-
-
-def watch_redeliveries(store: _S) -> _S:
-    """`store`, answering redeliveries with outputs marked for telemetry (see `_WatchedStore`)."""
-    if isinstance(store, _WatchedStore):
-        return store
-    return cast(_S, _WatchedStore(store))
+    """The outputs as a plain list: the mark is for telemetry, not for the caller."""
+    return list(result) if isinstance(result, Republished) else result
 
 
 def _topic_of(event: Event) -> str:

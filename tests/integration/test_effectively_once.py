@@ -98,3 +98,18 @@ def test_pipeline_when_inputs_repeat_and_a_worker_dies_before_committing_then_st
     assert chaos == clean
     # Redelivery and replays republished some fills, but never a new one.
     assert chaos_fills == clean_fills
+
+
+def test_redis_store_when_a_claim_exists_or_repeats_in_a_batch_then_those_answers_are_republished(
+    redis_server: EmbeddedRedis,
+) -> None:
+    from alphapanda.state.store import Decision, Republished, Work
+
+    store = RedisStateStore(redis.Redis.from_url(redis_server.url), claim_ttl_s=3600)
+    work = Work("paper:claim:test:evt-1", [], lambda _values: Decision(outputs=[], writes={"k": "v"}))
+
+    first = store.process_batch([work, work]).done
+    again = store.process_once(work.claim_key, [], work.decide)
+
+    assert [isinstance(d.outputs, Republished) for d in first] == [False, True]
+    assert isinstance(again, Republished)

@@ -227,11 +227,10 @@ def test_deliver_batch_when_events_repeat_then_the_repeats_are_redeliveries_in_t
     later = telemetry.start_traces([_tick(3, "1470")])
     again = {"function": "strategy_runner", "broker": "shared"}
     before = _sample("alphapanda_redelivered_total", **again)
-    watched = telemetry.watch_redeliveries(store)
     spans.clear()
 
-    first = deliver_batch(runner, [tick, tick, *later], watched)
-    second = deliver_batch(runner, [tick], watched)
+    first = deliver_batch(runner, [tick, tick, *later], store)
+    second = deliver_batch(runner, [tick], store)
 
     assert all(type(r) is list for r in [*first.results, *second.results])
     assert [e.id for e in cast(list[Event], second.results[0])] == [
@@ -241,15 +240,6 @@ def test_deliver_batch_when_events_repeat_then_the_repeats_are_redeliveries_in_t
     assert marked == [False, True, False, True]
     assert _sample("alphapanda_redelivered_total", **again) == before + 2
     assert {_trace_id(s) for s in spans.get_finished_spans()[:2]} == {tick.traceparent.split("-")[1]}  # type: ignore[union-attr]
-
-
-def test_watch_redeliveries_when_wrapped_then_the_stores_own_attributes_show_through() -> None:
-    store = MemoryStateStore()
-    watched = telemetry.watch_redeliveries(store)
-
-    assert telemetry.watch_redeliveries(watched) is watched
-    assert watched.get("nothing") is None and watched.members("nothing") == set()
-    assert watched._data is store._data  # what an effectful stage's `client` would be
 
 
 # --- unreadable records ------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from alphapanda.telemetry import (
     DEAD_LETTER_UNDECODABLE,
     record_dead_letter,
     record_unreadable,
-    watch_redeliveries,
 )
 from alphapanda.topics import Binding, Function
 
@@ -96,9 +95,6 @@ class BindingWorker(threading.Thread):
         self.stats = BindingStats()
         self._stage = stage
         self._store = store
-        # A pure stage's redeliveries are told apart in telemetry (counted once), so the store
-        # it is given marks them; an effectful stage takes the Redis client from its store.
-        self._watched: StateStore = watch_redeliveries(store) if hasattr(stage, "decide") else store
         self._own_publisher = publisher is None
         self._publisher = publisher or EventPublisher(kafka.bootstrap_servers, kafka.ack_timeout_s)
         self._kafka = kafka
@@ -291,7 +287,7 @@ class BindingWorker(threading.Thread):
         """The store as a batching one, if this stage and store can batch (pure `decide`)."""
         if not hasattr(self._stage, "decide") or not hasattr(self._store, "process_batch"):
             return None
-        store: BatchStateStore = self._watched  # type: ignore[assignment]
+        store: BatchStateStore = self._store  # type: ignore[assignment]
         return store
 
     def _commit(self, consumer: Consumer, records: Sequence[Message]) -> None:

@@ -52,7 +52,7 @@ from alphapanda.stages.risk_manager import RiskInputs, RiskManager, trading_day
 from alphapanda.stages.strategy_runner import StrategyRunner
 from alphapanda.stages.trading_engine import TradingEngine
 from alphapanda.state import keys
-from alphapanda.state.store import Decide, StateStore
+from alphapanda.state.store import Decide, Republished, StateStore
 from alphapanda.strategies import StrategySpec
 from alphapanda.topics import Function, bindings, market_scope
 
@@ -90,7 +90,7 @@ class BacktestStateStore:
     def process_once(self, claim_key: str, read_keys: Sequence[str], decide: Decide) -> list[Event]:
         done = self._claims.get(claim_key)
         if done is not None:
-            return done
+            return Republished(done)
         decision = decide({k: self.get(k) for k in read_keys})
         derived = self._derived
         for key, value in decision.writes.items():

@@ -47,6 +47,7 @@ from alphapanda.state.store import (
     Decide,
     Done,
     RedisStateStore,
+    Republished,
     Work,
     decode_outputs,
     encode_outputs,
@@ -57,7 +58,6 @@ from alphapanda.telemetry import (
     record_dead_letter,
     record_unreadable,
     served_broker,
-    watch_redeliveries,
 )
 from alphapanda.topics import ASSET_CLASSES, PIPELINE, Function, market_ticks
 
@@ -367,8 +367,7 @@ class _Batcher:
         rt = self._rt
         try:
             stage = cast(Stage, rt.core.stage_for(self._function, self._broker))
-            store = watch_redeliveries(rt.batch_store or rt.store)
-            delivery = deliver_batch(stage, [r.event for r in batch], store)
+            delivery = deliver_batch(stage, [r.event for r in batch], rt.batch_store or rt.store)
         except Exception as exc:  # the store itself failed (Redis unreachable): all are retried
             for request in batch:
                 request.error = exc
@@ -461,11 +460,11 @@ def _decide_all(
     done: list[Done] = []
     for work in items:
         if work.claim_key in claimed:
-            done.append(Done(list(claimed[work.claim_key]), None, 0, 0))
+            done.append(Done(Republished(claimed[work.claim_key]), None, 0, 0))
             continue
         previous = values.get(work.claim_key)
         if previous is not None:
-            outputs = decode_outputs(previous)
+            outputs = Republished(decode_outputs(previous))
             claimed[work.claim_key] = outputs
             done.append(Done(outputs, None, 0, 0))
             continue

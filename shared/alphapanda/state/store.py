@@ -42,9 +42,10 @@ Decide = Callable[[dict[str, str | None]], Decision]
 
 
 class Republished(list[Event]):
-    """The outputs an event produced when it was processed before: what a stage that keeps its
-    own claims (the zerodha trader) answers a redelivery with, so telemetry can count the event
-    once (`telemetry.watch_redeliveries` marks the stores' answers the same way)."""
+    """The outputs an event produced when it was processed before: what a store's
+    `process_once`/`process_batch` answers from an existing claim, and what a stage that keeps
+    its own claims (the zerodha trader) answers a redelivery with, so that telemetry counts the
+    event once."""
 
     __slots__ = ()
 
@@ -240,11 +241,11 @@ class RedisStateStore:
             self._read_more(conn, items, stored)
             for work in items:
                 if work.claim_key in claimed:
-                    outcomes.append((list(claimed[work.claim_key]), None))
+                    outcomes.append((Republished(claimed[work.claim_key]), None))
                     continue
                 previous = stored.get(work.claim_key)
                 if previous is not None:
-                    outputs = decode_outputs(previous)
+                    outputs = Republished(decode_outputs(previous))
                     claimed[work.claim_key] = outputs
                     outcomes.append((outputs, None))
                     continue
@@ -389,7 +390,7 @@ class MemoryStateStore:
         with self._lock:
             done = self._data.get(claim_key)
             if done is not None:
-                return decode_outputs(done)
+                return Republished(decode_outputs(done))
             decision = decide({k: self._data.get(k) for k in read_keys})
             self._data.update(decision.writes)
             for key, member in decision.set_adds.items():

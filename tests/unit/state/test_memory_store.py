@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from alphapanda.events import IST, Event, InvalidEvent, MarketTick, tick_event
-from alphapanda.state.store import Decision, MemoryStateStore, decode_outputs, encode_outputs
+from alphapanda.state.store import Decision, MemoryStateStore, Republished, decode_outputs, encode_outputs
 
 CLAIM = "paper:claim:risk_manager:evt-1"
 
@@ -130,3 +130,13 @@ def test_decode_outputs_when_stored_event_is_not_ours_then_raises_invalid_event(
 
     with pytest.raises(InvalidEvent, match="unknown event type"):
         decode_outputs(raw)
+
+
+def test_process_once_when_claim_seen_before_then_the_answer_is_marked_republished() -> None:
+    store = MemoryStateStore()
+
+    first = store.process_once(CLAIM, [], CountingDecide(Decision(outputs=[_event(1)])))
+    again = store.process_once(CLAIM, [], CountingDecide(Decision(outputs=[_event(2)])))
+
+    assert not isinstance(first, Republished)
+    assert isinstance(again, Republished) and again == first
