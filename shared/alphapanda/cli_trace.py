@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int | None:
         print(f"alphapanda: --brokers: {exc}", file=sys.stderr)
         return 2
     try:
-        found = collect_all(bootstrap, args.correlation_id, brokers or None, timeout_s=args.timeout)
+        found = collect(bootstrap, args.correlation_id, brokers or None, timeout_s=args.timeout)
     except TraceError as exc:
         print(f"alphapanda: {exc}", file=sys.stderr)
         return 1
@@ -174,15 +174,6 @@ def _configured_bootstrap() -> str | None:
 
 
 def collect(
-    bootstrap: str, correlationid: str, brokers: Sequence[str] | None = None, *, timeout_s: float = 60.0
-) -> tuple[list[Hop], bool]:
-    """Return the events of `correlationid` and the ticks that caused them, and whether every
-    topic was read to its end before the timeout (see `collect_all`)."""
-    found = collect_all(bootstrap, correlationid, brokers, timeout_s=timeout_s)
-    return found.hops, found.complete
-
-
-def collect_all(
     bootstrap: str, correlationid: str, brokers: Sequence[str] | None = None, *, timeout_s: float = 60.0
 ) -> Collected:
     """Return the events of `correlationid` and the ticks that caused them, the unreadable dead
