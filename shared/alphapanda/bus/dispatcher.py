@@ -495,10 +495,13 @@ class Dispatcher:
         return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop and join the workers; also after a start broken off half way (a worker that
+        never started cannot be joined), and harmless when called again."""
         for w in self.workers:
             w.stop()
         for w in self.workers:
-            w.join(timeout_s)
+            if w.ident is not None:
+                w.join(timeout_s)
         gc.unfreeze()
         if self._thresholds is not None:
             gc.set_threshold(*self._thresholds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -23,6 +24,9 @@ from alphapanda.stages.trading_engine import TradingEngine
 from alphapanda.state.store import RedisStateStore
 from alphapanda.strategies import StrategySpec, load_strategies
 from alphapanda.topics import Function, all_topics, broker_kind
+
+if TYPE_CHECKING:
+    from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 
 
 def risk_limits_of(instrument: Instrument) -> InstrumentLimits:
@@ -112,17 +116,28 @@ def live_stages(settings: Settings) -> dict[tuple[Function, str], AnyStage]:
 def infrastructure(settings: Settings) -> Iterator[Settings]:
     """Yield `settings` with real Kafka and Redis endpoints: the configured ones, or embedded
     servers started here (and stopped when the block exits, however it exits)."""
+    with contextlib.ExitStack() as stack:
+        yield start_infrastructure(settings, stack)[0]
+
+
+def start_infrastructure(
+    settings: Settings, stack: contextlib.ExitStack
+) -> tuple[Settings, list[EmbeddedKafka | EmbeddedRedis]]:
+    """`settings` with real Kafka and Redis endpoints, and the embedded servers started for the
+    ones not configured (stopped by `stack`): a caller that keeps them can notice one dying."""
     from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 
-    with contextlib.ExitStack() as stack:
-        kafka, redis_settings = settings.kafka, settings.redis
-        if not kafka.bootstrap_servers:
-            broker = stack.enter_context(EmbeddedKafka())
-            kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
-        if not redis_settings.url:
-            server = stack.enter_context(EmbeddedRedis())
-            redis_settings = redis_settings.model_copy(update={"url": server.url})
-        yield settings.model_copy(update={"kafka": kafka, "redis": redis_settings})
+    servers: list[EmbeddedKafka | EmbeddedRedis] = []
+    kafka, redis_settings = settings.kafka, settings.redis
+    if not kafka.bootstrap_servers:
+        broker = stack.enter_context(EmbeddedKafka())
+        servers.append(broker)
+        kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+    if not redis_settings.url:
+        server = stack.enter_context(EmbeddedRedis())
+        servers.append(server)
+        redis_settings = redis_settings.model_copy(update={"url": server.url})
+    return settings.model_copy(update={"kafka": kafka, "redis": redis_settings}), servers
 
 
 def connect(

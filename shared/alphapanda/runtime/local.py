@@ -25,7 +25,7 @@ from alphapanda.config import ConfigError, Settings, first_instruments
 from alphapanda.domain.calendar import load_trading_calendar
 from alphapanda.events import EventType, now
 from alphapanda.runtime.api import PendingReadApi, ReadApi, kite_login, serve_read_api
-from alphapanda.runtime.bootstrap import Core, build_core, connect
+from alphapanda.runtime.bootstrap import Core, build_core, connect, start_infrastructure
 from alphapanda.runtime.feed import (
     Feed,
     FeedPlan,
@@ -151,23 +151,6 @@ class _Server(Protocol):
     def exit_code(self) -> int | None: ...
 
 
-def _start_servers(settings: Settings, stack: contextlib.ExitStack) -> tuple[Settings, list[_Server]]:
-    """`bootstrap.infrastructure`, keeping the server processes, so the run notices one dying."""
-    from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
-
-    servers: list[_Server] = []
-    kafka, redis_settings = settings.kafka, settings.redis
-    if not kafka.bootstrap_servers:
-        broker = stack.enter_context(EmbeddedKafka())
-        servers.append(broker)
-        kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
-    if not redis_settings.url:
-        server = stack.enter_context(EmbeddedRedis())
-        servers.append(server)
-        redis_settings = redis_settings.model_copy(update={"url": server.url})
-    return settings.model_copy(update={"kafka": kafka, "redis": redis_settings}), servers
-
-
 def _check_servers(servers: Sequence[_Server]) -> None:
     """Raise `RunFailed` if an embedded server has exited: the pipeline cannot go on without it,
     and its consumers would otherwise retry against a closed port for ever."""
@@ -257,7 +240,8 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
     claim_runinfo()
     with contextlib.ExitStack() as extras:
         pending_api = _serve_api(options.api_port, extras, console)
-        settings, servers = _start_servers(settings, extras)
+        settings, started_servers = start_infrastructure(settings, extras)
+        servers: list[_Server] = list(started_servers)
         console.print(
             f"[bold]alphapanda[/] kafka {settings.kafka.bootstrap_servers}  redis {settings.redis.url}  "
             f"brokers {','.join(settings.brokers)}  instruments {len(instruments)}"
@@ -277,7 +261,7 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
         )
         # Stopped on every way out, a stop during start-up included (the workers are threads of
         # this process, consuming from servers about to be stopped).
-        extras.callback(_stop_dispatcher, dispatcher, 1.0)
+        extras.callback(dispatcher.stop, 1.0)
         dispatcher.start()
         market_start = session_start_for_simulation(load_trading_calendar(), now())
         if not options.replay:
@@ -325,7 +309,7 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
             signals.shutting_down = True
             _stop_pipeline(feed, dispatcher, signals)
         drained = _drain(dispatcher, signals, servers) if failure is None else False
-        _stop_dispatcher(dispatcher, timeout_s=1.0 if signals.hurry.is_set() else 10.0)
+        dispatcher.stop(timeout_s=1.0 if signals.hurry.is_set() else 10.0)
         totals = _final_totals(core, dispatcher, feed, store)
         _print_summary(console, totals, time.monotonic() - started, drained)
         if failure is not None:
@@ -361,19 +345,6 @@ def _stop_pipeline(feed: Feed, dispatcher: Dispatcher, signals: _StopSignals) ->
     while not feed.finished.is_set() and time.monotonic() < deadline and not signals.hurry.is_set():
         feed.finished.wait(0.1)
     feed.join(0.5 if signals.hurry.is_set() else 1.0)
-
-
-def _stop_dispatcher(dispatcher: Dispatcher, timeout_s: float) -> None:
-    """`Dispatcher.stop`, also after a start broken off half way (it joins every worker, and a
-    thread that never started cannot be joined). Calling it again is harmless."""
-    if all(w.ident is not None for w in dispatcher.workers):
-        dispatcher.stop(timeout_s)
-        return
-    for w in dispatcher.workers:
-        w.stop()
-    for w in dispatcher.workers:
-        if w.ident is not None:
-            w.join(timeout_s)
 
 
 def _final_totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore) -> RunTotals:

@@ -102,13 +102,6 @@ def publish_runinfo(settings: Settings) -> Path:
     return path
 
 
-def write_runinfo(settings: Settings) -> Path:
-    """Claim the run-info file and name the servers in it (`claim_runinfo`, then `publish_runinfo`)."""
-    if _holder(runinfo_path()) != os.getpid():
-        claim_runinfo()
-    return publish_runinfo(settings)
-
-
 def remove_runinfo() -> None:
     path = runinfo_path()
     if _holder(path) == os.getpid():
