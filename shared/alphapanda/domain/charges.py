@@ -390,6 +390,14 @@ class ChargeBreakdown:
             total = total + breakdown
         return total
 
+    def to_json(self) -> dict[str, str]:
+        """The components (not the total, which follows from them) as exact decimal strings."""
+        return {k: str(v) for k, v in self.as_dict().items() if k != "total"}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, str]) -> ChargeBreakdown:
+        return cls(**{k: Decimal(v) for k, v in raw.items()})
+
     def as_dict(self) -> dict[str, Any]:
         """Return the components and total keyed by name, for events and logs."""
         return {

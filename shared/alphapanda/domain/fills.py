@@ -119,7 +119,7 @@ class OrderExecution:
         return {
             "q": self.quantity,
             "value": str(self.value),
-            "charged": {k: str(v) for k, v in self.charged.as_dict().items() if k != "total"},
+            "charged": self.charged.to_json(),
         }
 
     @classmethod
@@ -128,5 +128,5 @@ class OrderExecution:
         return cls(
             quantity=int(raw["q"]),
             value=Decimal(raw["value"]),
-            charged=ChargeBreakdown(**{k: Decimal(v) for k, v in charged.items()}),
+            charged=ChargeBreakdown.from_json(charged),
         )

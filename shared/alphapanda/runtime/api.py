@@ -101,19 +101,23 @@ class ReadApi:
 
     def _positions(self, broker: str) -> list[dict[str, Any]]:
         out = []
+        scope = market_scope(broker)
+        market: dict[int, tuple[Decimal | None, str | None]] = {}  # each instrument read once
         for strategy, book in books(self._store, broker).items():
             for token, pos in book.positions:
                 if pos.net_quantity == 0:
                     continue
-                scope = market_scope(broker)
-                raw = self._store.get(keys.quote(token, scope))
-                mark: Decimal | None = Quote.from_json(json.loads(raw)).last_price if raw else None
+                if token not in market:
+                    raw = self._store.get(keys.quote(token, scope))
+                    last = Quote.from_json(json.loads(raw)).last_price if raw else None
+                    market[token] = (last, self._store.get(keys.symbol(token, scope)))
+                mark, named = market[token]
                 out.append(
                     {
                         "strategy": strategy,
                         "instrument_token": token,
                         # `EXCHANGE:SYMBOL` as the last tick named it (None before any tick).
-                        "instrument": self._store.get(keys.symbol(token, scope)),
+                        "instrument": named,
                         "product": pos.product,
                         "quantity": pos.net_quantity,
                         "average_price": _price(pos.average_price),

@@ -240,8 +240,7 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
     claim_runinfo()
     with contextlib.ExitStack() as extras:
         pending_api = _serve_api(options.api_port, extras, console)
-        settings, started_servers = start_infrastructure(settings, extras)
-        servers: list[_Server] = list(started_servers)
+        settings, servers = start_infrastructure(settings, extras)
         console.print(
             f"[bold]alphapanda[/] kafka {settings.kafka.bootstrap_servers}  redis {settings.redis.url}  "
             f"brokers {','.join(settings.brokers)}  instruments {len(instruments)}"

@@ -135,7 +135,7 @@ class Progress:
                 "filled": self.filled,
                 "value": str(self.value),
                 "final": self.final,
-                "charged": {k: str(v) for k, v in self.charged.as_dict().items() if k != "total"},
+                "charged": self.charged.to_json(),
             }
         )
 
@@ -150,9 +150,7 @@ class Progress:
             int(data["filled"]),
             Decimal(data["value"]),
             str(data.get("final", "")),
-            ChargeBreakdown(**{k: Decimal(v) for k, v in charged.items()})
-            if charged
-            else ChargeBreakdown.zero(),
+            ChargeBreakdown.from_json(charged) if charged else ChargeBreakdown.zero(),
         )
 
 
