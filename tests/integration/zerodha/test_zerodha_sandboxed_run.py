@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -32,7 +33,12 @@ from alphapanda.kite_sandbox import KiteSandbox
 from alphapanda.runtime.bootstrap import Core, build_core, connect
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 from alphapanda.runtime.feed import FeedPublisher, session_start_for_simulation
-from alphapanda.runtime.sandboxed import SANDBOX_API_KEY, kite_sandbox, sandbox_settings
+from alphapanda.runtime.sandboxed import (
+    SANDBOX_API_KEY,
+    kite_sandbox,
+    sandbox_request_token,
+    sandbox_settings,
+)
 from alphapanda.state import keys as core_keys
 from alphapanda.state.store import RedisStateStore
 from alphapanda.topics import bindings
@@ -227,26 +233,33 @@ def test_reconciler_when_kite_holds_a_position_the_books_lack_then_alert_at_star
     assert len(reports) == 1 and "NSE:SBIN" in reports[0]
 
 
-def test_kite_sandbox_command_when_started_then_prints_roots_and_keys_and_serves_the_shipped_list() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alphapanda.cli", "kite-sandbox", "--port", "0", "--seed", "5"],
+def _sandbox_command(*args: str) -> subprocess.Popen[str]:
+    """`alphapanda kite-sandbox` as a user starts it (no ALPHAPANDA_* settings of ours)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "alphapanda.cli", "kite-sandbox", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
     )
+
+
+def _logged_in(root: str) -> Any:
+    """The real kiteconnect client with a session from the sandbox at `root` (its made-up pair)."""
+    kite = KiteConnect("sandbox_api_key", root=root)
+    kite.generate_session(sandbox_request_token(root), api_secret="sandbox_api_secret")
+    return kite
+
+
+def test_kite_sandbox_command_when_started_then_prints_roots_and_keys_and_serves_the_shipped_list() -> None:
+    proc = _sandbox_command("--seed", "5")
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]
         root = lines[0].split()[4]
         assert lines[1].split()[4].startswith("ws://127.0.0.1:")
         assert "api_key=sandbox_api_key api_secret=sandbox_api_secret" in lines[2]
-        import requests
-
-        request_token = requests.post(f"{root}/_sandbox/request_token", timeout=5).json()["request_token"]
-        kite = KiteConnect("sandbox_api_key", root=root)
-        kite.generate_session(request_token, api_secret="sandbox_api_secret")
-        symbols = {row["tradingsymbol"] for row in kite.instruments("NSE")}
+        symbols = {row["tradingsymbol"] for row in _logged_in(root).instruments("NSE")}
         assert {"ICICIBANK", "BHARTIARTL", "SBIN"} <= symbols  # the shipped list, not the sandbox's own
     finally:
         proc.send_signal(signal.SIGINT)
@@ -256,23 +269,12 @@ def test_kite_sandbox_command_when_started_then_prints_roots_and_keys_and_serves
 
 
 def test_kite_sandbox_command_when_market_clock_then_its_quotes_are_stamped_inside_an_nse_session() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alphapanda.cli", "kite-sandbox", "--port", "0", "--market-clock"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")},
-    )
+    proc = _sandbox_command("--market-clock")
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(4)]
         root = lines[0].split()[4]
-        import requests
-
-        request_token = requests.post(f"{root}/_sandbox/request_token", timeout=5).json()["request_token"]
-        kite = KiteConnect("sandbox_api_key", root=root)
-        kite.generate_session(request_token, api_secret="sandbox_api_secret")
-        stamped = kite.quote(["NSE:SBIN"])["NSE:SBIN"]["timestamp"]
+        stamped = _logged_in(root).quote(["NSE:SBIN"])["NSE:SBIN"]["timestamp"]
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=20)
