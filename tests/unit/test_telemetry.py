@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -49,21 +48,6 @@ class Stages:
     risk: RiskManager
     engine: TradingEngine
     portfolio: PortfolioManager
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    telemetry.configure_tracing([exporter], batch=False)
-    yield exporter
-    telemetry.reset_tracing()
-
-
-@pytest.fixture
-def untraced() -> Iterator[None]:
-    telemetry.configure_tracing([])
-    yield
-    telemetry.reset_tracing()
 
 
 @pytest.fixture

@@ -3,13 +3,11 @@ broker, and how `alphapanda trace` shows unreadable dead letters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -41,21 +39,6 @@ RELIANCE = Instrument(TOKEN, "RELIANCE", "RELIANCE INDUSTRIES", "NSE", "NSE", "E
 SPEC = StrategySpec("ema_edge", EmaCrossover(fast=1, slow=2, quantity=10), frozenset({TOKEN}), ("paper",))
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE}-b7ad6b7169203331-01"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    telemetry.configure_tracing([exporter], batch=False)
-    yield exporter
-    telemetry.reset_tracing()
-
-
-@pytest.fixture
-def untraced() -> Iterator[None]:
-    telemetry.configure_tracing([])
-    yield
-    telemetry.reset_tracing()
 
 
 def _sample(name: str, **labels: str) -> float:

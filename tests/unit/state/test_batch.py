@@ -305,14 +305,6 @@ def test_redis_process_once_when_decide_raises_then_the_next_transaction_is_unaf
 # --- deliver_batch: telemetry of the attempt that committed -------------------------------------
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    telemetry.configure_tracing([exporter], batch=False)
-    yield exporter
-    telemetry.reset_tracing()
-
-
 def _processed(outcome: str) -> float:
     labels = {"function": "strategy_runner", "broker": "shared", "outcome": outcome}
     return REGISTRY.get_sample_value("alphapanda_events_processed_total", labels) or 0.0
