@@ -28,9 +28,25 @@ from alphapanda.domain.strategy import StrategyConfigError
 from alphapanda.feed import TickFileError
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser, which reports an argument it does not know with its own usage.
+
+    argparse hands a subcommand's unknown arguments back up to the top-level parser, whose
+    error shows only the list of commands; the command's own usage says what it does take.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alphapanda", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     run = sub.add_parser(
         "run",

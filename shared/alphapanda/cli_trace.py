@@ -89,7 +89,7 @@ class TraceError(RuntimeError):
 # --- the command -------------------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the `trace` command to the `alphapanda` parser."""
     parser = subparsers.add_parser(
         COMMAND,

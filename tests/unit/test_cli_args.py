@@ -193,3 +193,24 @@ def test_kite_sandbox_when_only_the_api_key_is_set_then_one_line_and_exit_2(
         "alphapanda: set both ALPHAPANDA_KITE__API_KEY and ALPHAPANDA_KITE__API_SECRET for the sandbox to "
         "serve, or neither"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["bench", "backtest", "--clients", "3"], "alphapanda bench backtest"),
+        (["run", "--bogus"], "alphapanda run"),
+        (["backtest", "--simulate", "10", "extra"], "alphapanda backtest"),
+    ],
+)
+def test_cli_when_an_argument_is_unknown_then_the_command_says_so_with_its_own_usage(
+    argv: list[str], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse alone reports a subcommand's unknown argument from the top-level parser, whose
+    # usage lists only the commands, not what this one takes.
+    code = _exit_code(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"usage: {command} ")
+    assert lines[-1].startswith(f"{command}: error: unrecognized arguments: ")
