@@ -240,16 +240,63 @@ def segment_for(product: Product | str, instrument_type: str) -> Segment:
 
 
 class _DecimalLoader(yaml.SafeLoader):
-    """A YAML loader that reads floats as exact Decimals, so 0.00307 stays 0.00307."""
+    """A YAML loader that reads floats as exact Decimals, so 0.00307 stays 0.00307, and rejects
+    a key repeated in one mapping (PyYAML otherwise keeps the last one, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
     if not isinstance(node, yaml.ScalarNode):
         raise yaml.constructor.ConstructorError(None, None, "expected a number", node.start_mark)
-    return Decimal(str(loader.construct_scalar(node)).replace("_", ""))
+    text = str(loader.construct_scalar(node))
+    try:
+        value = Decimal(text.replace("_", ""))
+    except ArithmeticError:
+        value = None
+    if value is None or not value.is_finite():
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is not a finite decimal number", node.start_mark
+        )
+    return value
+
+
+def _construct_date(loader: yaml.SafeLoader, node: yaml.Node) -> object:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(None, None, "expected a date", node.start_mark)
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except ValueError as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} is not a valid date: {exc}", node.start_mark
+        ) from None
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_DecimalLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_date)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line: where (line and column, counted from 1), then what."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        context = ""
+        if exc.context and exc.context_mark is not None:
+            context = f" ({exc.context}, line {exc.context_mark.line + 1})"
+        return f"{where}{exc.problem}{context}"
+    return " ".join(str(exc).split())
 
 
 def parse_charge_schedule(text: str, origin: str = "charges.yaml") -> ChargeSchedule:
@@ -259,8 +306,8 @@ def parse_charge_schedule(text: str, origin: str = "charges.yaml") -> ChargeSche
     """
     try:
         document = yaml.load(text, Loader=_DecimalLoader)
-    except (yaml.YAMLError, ArithmeticError) as exc:
-        raise ChargeScheduleError(f"{origin}: not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ChargeScheduleError(f"{origin}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(document, dict):
         raise ChargeScheduleError(f"{origin}: expected a mapping with schema_version and entries")
     if document.get("schema_version") != SCHEMA_VERSION:
