@@ -41,6 +41,8 @@ REJECTED = "REJECTED"
 FINAL_STATUSES = frozenset({COMPLETE, CANCELLED, REJECTED})
 SOURCE_FUNCTION = "order_updates"
 _PAISA = Decimal("0.01")
+_PRICE_STEP = {"CDS": Decimal("0.0000001"), "BCD": Decimal("0.0001"), "NCO": Decimal("0.0001")}
+"""Finer price steps than the paisa, as KiteTicker's divisors for these segments show (10^7, 10^4)."""
 _KITE_TIME = "%Y-%m-%d %H:%M:%S"
 
 
@@ -193,7 +195,7 @@ def interpret(
     delta = update.filled_quantity - progress.filled
     new_progress = Progress(progress.filled, progress.value, final or progress.final, progress.charged)
     if delta > 0:
-        price = _fill_price(update, progress, delta)
+        price = _fill_price(update, progress, delta, ctx.exchange)
         charged = ChargeBreakdown.zero()
         order_charged = progress.charged
         if rates is not None:
@@ -274,12 +276,14 @@ def interpret(
     return Interpretation(emitted, new_progress, ended)
 
 
-def _fill_price(update: OrderUpdate, progress: Progress, delta: int) -> Decimal:
+def _fill_price(update: OrderUpdate, progress: Progress, delta: int, exchange: str) -> Decimal:
     # Kite's average is over the whole filled quantity, so this fill's price is what makes the
-    # value of all fills so far equal average x filled. Rounded to the paisa: Kite rounds its
-    # average, and every exchange price is a whole number of paise.
+    # value of all fills so far equal average x filled. Rounded to the segment's price step (the
+    # paisa, but finer for currency derivatives, which tick in 0.0025 rupees): Kite rounds its
+    # average, and every exchange price is a whole number of steps.
     total = update.average_price * update.filled_quantity
-    price = ((total - progress.value) / delta).quantize(_PAISA, rounding=ROUND_HALF_UP)
+    step = _PRICE_STEP.get(exchange, _PAISA)
+    price = ((total - progress.value) / delta).quantize(step, rounding=ROUND_HALF_UP)
     return price if price > 0 else update.average_price
 
 
