@@ -302,6 +302,20 @@ class PaperTrader:
             ),
             blocked=required,
         )
+        if signal.product is Product.MIS and not signal.flatten and self.square_off_due(signal.tick_time):
+            # As `on_quote` cancels a working MIS order at/after the square-off time: the day's
+            # square-off runs once (on the first tick after it), so an MIS order that filled
+            # now would leave an intraday position open overnight.
+            cancelled = self._cancelled(
+                order, order.quantity, 0, "MIS order cancelled at the square-off time", signal.tick_time
+            )
+            return PaperStep(
+                [Emitted("submitted", submitted), Emitted("cancelled", cancelled)],
+                None,
+                "cancelled",
+                unfilled=signal.quantity,
+                market=market,
+            )
 
         def fill_id(n: int) -> str:
             return ids.fill_id if n == 0 else derive_id(ids.fill_id, str(n))

@@ -1,0 +1,82 @@
+"""Paper broker review: cases a paper trader hits that the other paper tests do not pin down."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal as D
+
+import pytest
+
+from alphapanda.brokers.base import OrderIds
+from alphapanda.brokers.paper import AccountView, PaperStep, PaperTrader
+from alphapanda.domain.instruments import Instrument
+from alphapanda.domain.matching import Market
+from alphapanda.events import IST, OrderCancelled, OrderFilled, OrderType, Product, Side, Signal
+
+TOKEN = 738561
+RELIANCE = Instrument(TOKEN, "RELIANCE", "RELIANCE INDUSTRIES", "NSE", "NSE", "EQ", D("0.05"), 1, D("1480"))
+AFTER_SQUARE_OFF = datetime(2026, 1, 5, 15, 25, tzinfo=IST)
+"""A Monday, after the 15:20 MIS square-off and before the 15:30 close."""
+IDS = OrderIds(signal_id="sig-1", order_id="order-1", fill_id="fill-1")
+
+
+def _signal(side: Side, quantity: int, product: Product, at: datetime) -> Signal:
+    return Signal(
+        instrument_token=TOKEN,
+        tradingsymbol="RELIANCE",
+        exchange="NSE",
+        strategy="s",
+        side=side,
+        quantity=quantity,
+        order_type=OrderType.MARKET,
+        product=product,
+        reference_price=D("1480.00"),
+        tick_time=at,
+    )
+
+
+def _step(signal: Signal, position: int = 0) -> PaperStep:
+    trader = PaperTrader({TOKEN: RELIANCE})
+    market = Market(D("1479.95"), D("1480.00"), D("1480.00"), signal.tick_time)
+    return trader.place(
+        signal, IDS, market, AccountView(available=D("10000000"), position=position), correlationid="c"
+    )
+
+
+@pytest.mark.parametrize(
+    ("side", "position"), [(Side.BUY, 0), (Side.SELL, 0), (Side.SELL, 10), (Side.BUY, -10)]
+)
+def test_place_when_a_mis_order_comes_after_the_square_off_then_it_is_cancelled_unfilled(
+    side: Side, position: int
+) -> None:
+    # 15:25: a MIS market order of 10 would fill at once (buy at 1480.00 + 2 bps = 1480.30), after
+    # the day's square-off has run (once, on the first tick after 15:20), and the intraday
+    # position would be carried overnight. A working MIS order is cancelled at the square-off
+    # time (`on_quote`), and so is this one: expected submitted, then cancelled with all 10
+    # unfilled, no fill and no margin blocked.
+    step = _step(_signal(side, 10, Product.MIS, AFTER_SQUARE_OFF), position=position)
+    events = [e.payload for e in step.emitted]
+
+    assert not any(isinstance(e, OrderFilled) for e in events)
+    (cancelled,) = [e for e in events if isinstance(e, OrderCancelled)]
+    assert (cancelled.quantity, cancelled.filled_quantity) == (10, 0)
+    assert cancelled.reason == "MIS order cancelled at the square-off time"
+    assert (step.status, step.unfilled, step.margin_change, step.order) == ("cancelled", 10, D(0), None)
+
+
+def test_place_when_a_mis_flatten_order_comes_after_the_square_off_then_it_fills() -> None:
+    # The kill switch's closing order still trades: long 10, sell 10 at 1479.95 - 2 bps = 1479.65
+    # (snapped down to the 0.05 grid).
+    signal = _signal(Side.SELL, 10, Product.MIS, AFTER_SQUARE_OFF).model_copy(update={"flatten": True})
+    events = [e.payload for e in _step(signal, position=10).emitted]
+
+    (fill,) = [e for e in events if isinstance(e, OrderFilled)]
+    assert (fill.quantity, fill.price, fill.remaining_quantity) == (10, D("1479.65"), 0)
+
+
+def test_place_when_a_cnc_order_comes_after_the_square_off_then_it_fills() -> None:
+    # Delivery is not squared off: a CNC buy of 10 at 15:25 fills at 1480.30.
+    events = [e.payload for e in _step(_signal(Side.BUY, 10, Product.CNC, AFTER_SQUARE_OFF)).emitted]
+
+    (fill,) = [e for e in events if isinstance(e, OrderFilled)]
+    assert (fill.quantity, fill.price) == (10, D("1480.30"))
