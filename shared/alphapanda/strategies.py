@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alphapanda.config import RiskLimits, describe_validation_error
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.strategy import Strategy, StrategyConfigError, build_strategy
+from alphapanda.events import Product
 from alphapanda.topics import validate_broker_name
 
 
@@ -50,6 +51,11 @@ class StrategyEntry(BaseModel):
     instruments: list[str] | Literal["all"]
     brokers: list[str] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    product: Product = Field(
+        default=Product.MIS,
+        description="The Kite product of its orders: MIS (intraday, squared off), CNC (delivery), "
+        "NRML (F&O carried overnight).",
+    )
     risk: StrategyRisk = Field(default_factory=StrategyRisk)
 
 
@@ -66,6 +72,8 @@ class StrategySpec:
     tokens: frozenset[int]
     brokers: tuple[str, ...]
     risk: StrategyRisk = field(default_factory=StrategyRisk)
+    product: Product = Product.MIS
+    """The product of every order the strategy sends."""
 
 
 _SEE_SHIPPED = "(see the shipped alphapanda/data/strategies.yaml)"
@@ -104,10 +112,16 @@ def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) 
     try:
         doc = StrategiesFile.model_validate(strategies_document(text, origin))
     except ValidationError as exc:
+        # The location in the file's own (lower) case; the values as written, since an
+        # allowed value's case matters (products are MIS, CNC, NRML).
+        where, _, what = (
+            describe_validation_error(exc).removeprefix("setting ALPHAPANDA_").partition(" is invalid: ")
+        )
         raise StrategyConfigError(
-            f"{origin}: {describe_validation_error(exc).removeprefix('setting ALPHAPANDA_').lower()}"
+            f"{origin}: {where.lower()} is invalid: {what[:1].lower()}{what[1:]}"
         ) from None
     by_symbol = {i.tradingsymbol: i.instrument_token for i in instruments}
+    by_token = {i.instrument_token: i for i in instruments}
     specs: list[StrategySpec] = []
     seen: set[str] = set()
     for entry in doc.strategies:
@@ -128,8 +142,42 @@ def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) 
             strategy = build_strategy(entry.kind, entry.params)
         except (StrategyConfigError, ValueError) as exc:
             raise StrategyConfigError(f"{where}: {exc}") from None
-        specs.append(StrategySpec(entry.name, strategy, tokens, tuple(entry.brokers), entry.risk))
+        problem = _product_problem(entry.product, strategy, [by_token[t] for t in sorted(tokens)])
+        if problem:
+            raise StrategyConfigError(f"{where}: {problem}")
+        specs.append(
+            StrategySpec(entry.name, strategy, tokens, tuple(entry.brokers), entry.risk, entry.product)
+        )
     return specs
+
+
+_PRODUCTS_OF: dict[str, tuple[Product, ...]] = {
+    "equity": (Product.MIS, Product.CNC),
+    "fno": (Product.MIS, Product.NRML),
+}
+"""The products Kite takes for each asset class: CNC is equity delivery, NRML carries F&O."""
+
+
+def _product_problem(product: Product, strategy: Strategy, instruments: Sequence[Instrument]) -> str | None:
+    """What is wrong with trading `instruments` as `product` with `strategy`, or None.
+
+    Checked when the file is read, so that a strategy that can never trade as configured is
+    refused with a reason instead of having every signal rejected by Kite or the risk manager.
+    """
+    for inst in instruments:
+        allowed = _PRODUCTS_OF[inst.asset_class]
+        if product not in allowed:
+            kind = "an equity" if inst.asset_class == "equity" else "a futures or options contract"
+            return (
+                f"product {product.value} cannot trade {inst.tradingsymbol} ({kind}): "
+                f"use {' or '.join(p.value for p in allowed)}"
+            )
+    if product is Product.CNC and strategy.sells_short:
+        return (
+            "a CNC (delivery) strategy cannot sell short (Indian equities cannot be sold short for "
+            "delivery): set params.long_only: true, or use product MIS"
+        )
+    return None
 
 
 def load_strategies(path: Path | None, instruments: Sequence[Instrument]) -> list[StrategySpec]:

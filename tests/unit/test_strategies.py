@@ -10,6 +10,7 @@ import pytest
 
 from alphapanda.domain.instruments import Instrument, load_instruments
 from alphapanda.domain.strategy import EmaCrossover, StrategyConfigError
+from alphapanda.events import Product
 from alphapanda.strategies import load_strategies, parse_strategies
 
 INSTRUMENTS = [
@@ -152,3 +153,78 @@ def test_load_strategies_when_the_file_is_no_strategies_document_then_one_line_s
     message = str(raised.value)
     assert message.startswith(f"{path}{says}")
     assert "\n" not in message
+
+
+FUTURE = Instrument(
+    12345, "NIFTY26JANFUT", "NIFTY", "NFO", "NFO-FUT", "FUT", Decimal("0.05"), 75, Decimal("23500")
+)
+
+
+def test_parse_strategies_when_no_product_then_mis_and_signals_say_so() -> None:
+    (spec,) = parse_strategies(VALID, INSTRUMENTS, "my.yaml")
+
+    assert spec.product is Product.MIS
+
+
+def test_parse_strategies_when_cnc_and_long_only_then_the_strategy_trades_delivery() -> None:
+    text = "strategies:\n" + _entry(
+        product="CNC", params="{fast: 5, slow: 20, quantity: 10, long_only: true}"
+    )
+
+    (spec,) = parse_strategies(text, INSTRUMENTS, "my.yaml")
+
+    assert spec.product is Product.CNC
+    assert spec.strategy == EmaCrossover(fast=5, slow=20, quantity=10, long_only=True)
+
+
+def test_parse_strategies_when_cnc_strategy_would_sell_short_then_refused_with_the_fix() -> None:
+    with pytest.raises(
+        StrategyConfigError,
+        match=r"strategy 'ema_one': a CNC \(delivery\) strategy cannot sell short .* params.long_only: true",
+    ):
+        _parse("strategies:\n" + _entry(product="CNC"))
+
+
+@pytest.mark.parametrize(
+    ("product", "instrument", "says"),
+    [
+        ("NRML", "RELIANCE", "product NRML cannot trade RELIANCE (an equity): use MIS or CNC"),
+        (
+            "CNC",
+            "NIFTY26JANFUT",
+            "product CNC cannot trade NIFTY26JANFUT (a futures or options contract): use MIS or NRML",
+        ),
+    ],
+)
+def test_parse_strategies_when_product_does_not_fit_an_instrument_then_error_names_both(
+    product: str, instrument: str, says: str
+) -> None:
+    text = "strategies:\n" + _entry(
+        product=product,
+        instruments=f"[{instrument}]",
+        params="{fast: 5, slow: 20, quantity: 10, long_only: true}",
+    )
+    with pytest.raises(StrategyConfigError, match=re.escape(f"strategy 'ema_one': {says}")):
+        parse_strategies(text, [*INSTRUMENTS, FUTURE], "my.yaml")
+
+
+def test_parse_strategies_when_product_unknown_then_error_locates_it() -> None:
+    with pytest.raises(
+        StrategyConfigError,
+        match=re.escape(
+            "strategies__0__product is invalid: input should be 'CNC', 'MIS' or 'NRML' (got 'DELIVERY')"
+        ),
+    ):
+        _parse("strategies:\n" + _entry(product="DELIVERY"))
+
+
+def test_readme_when_its_strategies_example_is_read_then_it_loads_as_documented() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("\n## Strategies\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+    specs = {s.name: s for s in parse_strategies(example, load_instruments(), "README.md")}
+
+    assert specs["ema_fast"].product is Product.MIS
+    assert specs["ema_swing"].product is Product.CNC
+    assert not specs["ema_swing"].strategy.sells_short

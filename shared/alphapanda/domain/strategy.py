@@ -38,6 +38,11 @@ StrategyState = dict[str, Any]
 
 
 class Strategy(Protocol):
+    @property
+    def sells_short(self) -> bool:
+        """Whether the strategy may hold a negative position (a delivery strategy may not)."""
+        ...
+
     def on_tick(
         self, state: StrategyState | None, tick: TickView
     ) -> tuple[StrategyState, list[OrderIntent]]: ...
@@ -51,6 +56,9 @@ class StrategyConfigError(ValueError):
 class EmaCrossover:
     """Hold +quantity while EMA(fast) > EMA(slow), -quantity while below; trade the difference.
 
+    With `long_only` it holds nothing while below instead of -quantity: what a delivery (CNC)
+    strategy must do, since Indian equities cannot be sold short for delivery.
+
     EMAs are seeded with the first price (alpha = 2/(n+1)) and the strategy is warm after `slow`
     ticks, as in the reference benchmark workload. The EMAs are floats on purpose: they are
     indicators compared with each other, never money, and float keeps the hot path fast.
@@ -59,6 +67,9 @@ class EmaCrossover:
     fast: int
     slow: int
     quantity: int
+    long_only: bool = False
+    _below: int = field(init=False, repr=False, compare=False)
+    """The target while EMA(fast) < EMA(slow): -quantity, or 0 when long only."""
     _fast_alpha: float = field(init=False, repr=False, compare=False)
     _slow_alpha: float = field(init=False, repr=False, compare=False)
     """The smoothing factors 2/(n+1), worked out once rather than on every tick (the same floats)."""
@@ -70,6 +81,9 @@ class EmaCrossover:
             )
         if self.quantity <= 0:
             raise StrategyConfigError(f"ema_crossover needs quantity > 0 (got {self.quantity})")
+        if not isinstance(self.long_only, bool):
+            raise StrategyConfigError(f"ema_crossover needs long_only true or false (got {self.long_only!r})")
+        object.__setattr__(self, "_below", 0 if self.long_only else -self.quantity)
         object.__setattr__(self, "_fast_alpha", 2.0 / (self.fast + 1))
         object.__setattr__(self, "_slow_alpha", 2.0 / (self.slow + 1))
 
@@ -85,7 +99,7 @@ class EmaCrossover:
         target = state["target"]
         intents: list[OrderIntent] = []
         if n >= self.slow and fast != slow:
-            new_target = self.quantity if fast > slow else -self.quantity
+            new_target = self.quantity if fast > slow else self._below
             if new_target != target:
                 delta = new_target - target
                 side = Side.BUY if delta > 0 else Side.SELL
@@ -95,6 +109,10 @@ class EmaCrossover:
                 )
                 target = new_target
         return {"fast": fast, "slow": slow, "n": n, "target": target}, intents
+
+    @property
+    def sells_short(self) -> bool:
+        return not self.long_only
 
 
 STRATEGY_KINDS: Mapping[str, type[EmaCrossover]] = {"ema_crossover": EmaCrossover}

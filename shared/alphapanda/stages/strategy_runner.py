@@ -89,6 +89,7 @@ class StrategyRunner:
                 strategy=spec.name,
                 side=intent.side,
                 quantity=intent.quantity,
+                product=spec.product,
                 reference_price=mid,
                 bid=tick.bid,
                 ask=tick.ask,

@@ -120,3 +120,33 @@ def test_build_strategy_when_kind_unknown_then_error_lists_known_kinds() -> None
 def test_build_strategy_when_param_unknown_then_error_names_kind() -> None:
     with pytest.raises(StrategyConfigError, match=r"ema_crossover params are wrong: .*'window'"):
         build_strategy("ema_crossover", {"fast": 5, "slow": 20, "quantity": 10, "window": 3})
+
+
+def test_on_tick_when_long_only_then_it_holds_nothing_below_and_each_flip_is_q() -> None:
+    # The same prices as the reversal test above: BUY 10 at t3, then below at t4 (target 0, not
+    # -10: SELL 10), still below at t5, above again at t6 (BUY 10).
+    strategy = EmaCrossover(fast=1, slow=3, quantity=10, long_only=True)
+    state, per_tick = _run(strategy, ["100", "110", "110", "90", "80", "120"])
+
+    assert per_tick == [
+        [],
+        [],
+        [OrderIntent(Side.BUY, 10, "EMA(1) crossed above EMA(3)")],
+        [OrderIntent(Side.SELL, 10, "EMA(1) crossed below EMA(3)")],
+        [],
+        [OrderIntent(Side.BUY, 10, "EMA(1) crossed above EMA(3)")],
+    ]
+    assert state is not None and state["target"] == 10
+    assert not strategy.sells_short and EmaCrossover(fast=1, slow=3, quantity=10).sells_short
+
+
+def test_on_tick_when_long_only_and_it_starts_below_then_no_order_until_above() -> None:
+    # t3 70: f=70 s=85 below (target stays 0: nothing to do) | t4 100: f=100 s=92.5 -> BUY 10
+    _, per_tick = _run(EmaCrossover(fast=1, slow=3, quantity=10, long_only=True), ["100", "100", "70", "100"])
+
+    assert per_tick == [[], [], [], [OrderIntent(Side.BUY, 10, "EMA(1) crossed above EMA(3)")]]
+
+
+def test_ema_crossover_when_long_only_is_not_a_bool_then_raises_config_error() -> None:
+    with pytest.raises(StrategyConfigError, match="long_only true or false"):
+        EmaCrossover(fast=1, slow=3, quantity=10, long_only="yes")  # type: ignore[arg-type]
