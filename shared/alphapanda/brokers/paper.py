@@ -535,14 +535,33 @@ class PaperTrader:
 
     def square_off_due(self, at: datetime) -> bool:
         """Whether intraday positions are closed at instant `at` (the IST wall clock, by event time)."""
-        return to_ist(at).time() >= self.fills.square_off_time
+        moment = to_ist(at)
+        return moment >= self.square_off_instant(moment.date())
 
     def square_off_instant(self, day: date, zone: datetime | None = None) -> datetime:
         """The instant the square-off is due on IST date `day`: `square_off_due(at)` holds for an
         instant `at` of that day exactly when `at >= square_off_instant(day)`. In `zone`'s time
-        zone when given (comparing datetimes of one zone is cheaper)."""
-        instant = datetime.combine(day, self.fills.square_off_time, IST)
+        zone when given (comparing datetimes of one zone is cheaper).
+
+        The configured time; on a special session that closes at another time (Muhurat trading),
+        the same lead before that session's close, as `TradingCalendar.square_off_time` keeps it.
+        """
+        key = ("square_off", day)
+        instant: datetime | None = self._memo.get(key)
+        if instant is None:
+            instant = self._memo[key] = self._square_off_instant(day)
         return instant if zone is None else instant.astimezone(zone.tzinfo)
+
+    def _square_off_instant(self, day: date) -> datetime:
+        configured = datetime.combine(day, self.fills.square_off_time, IST)
+        try:
+            bounds = self.calendar.session_bounds(day)
+        except (CalendarCoverageError, ValueError):
+            return configured  # no session that day, or a year the holiday list does not cover
+        normal_close = datetime.combine(day, self.calendar.hours.close, IST)
+        if bounds.close == normal_close:
+            return configured
+        return max(bounds.close - (normal_close - configured), bounds.open)
 
     # --- reference data -----------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal as D
 
 import pytest
@@ -80,3 +80,36 @@ def test_place_when_a_cnc_order_comes_after_the_square_off_then_it_fills() -> No
 
     (fill,) = [e for e in events if isinstance(e, OrderFilled)]
     assert (fill.quantity, fill.price) == (10, D("1480.30"))
+
+
+MUHURAT = date(2025, 10, 21)
+"""NSE's Muhurat session, 13:45-14:45 IST (the calendar's special session of that day)."""
+
+
+@pytest.mark.parametrize(
+    ("hour", "minute", "due"),
+    [(13, 50, False), (14, 34, False), (14, 35, True), (14, 44, True)],
+)
+def test_square_off_due_when_a_special_session_closes_early_then_it_keeps_the_lead_before_its_close(
+    hour: int, minute: int, due: bool
+) -> None:
+    # Normal day: close 15:30, square-off 15:20, a lead of 10 minutes. The Muhurat session closes
+    # at 14:45, so its MIS positions are squared off at 14:35 (the calendar's square_off_time),
+    # not at 15:20: no tick comes after the 14:45 close, and the positions would be carried
+    # overnight.
+    trader = PaperTrader({TOKEN: RELIANCE})
+    at = datetime.combine(MUHURAT, time(hour, minute), IST)
+
+    assert trader.calendar.square_off_time(MUHURAT) == datetime.combine(MUHURAT, time(14, 35), IST)
+    assert trader.square_off_due(at) is due
+    assert (at >= trader.square_off_instant(MUHURAT, at)) is due
+
+
+def test_square_off_due_when_a_normal_day_then_at_the_configured_time() -> None:
+    # 2026-01-05 is a Monday: 15:20 IST, as configured, whatever the calendar.
+    trader = PaperTrader({TOKEN: RELIANCE})
+    day = date(2026, 1, 5)
+
+    assert not trader.square_off_due(datetime.combine(day, time(15, 19, 59, 999999), IST))
+    assert trader.square_off_due(datetime.combine(day, time(15, 20), IST))
+    assert trader.square_off_instant(day) == datetime.combine(day, time(15, 20), IST)
