@@ -302,10 +302,16 @@ class PaperTrader:
             ),
             blocked=required,
         )
-        if signal.product is Product.MIS and not signal.flatten and self.square_off_due(signal.tick_time):
+        if (
+            signal.product is Product.MIS
+            and not signal.flatten
+            and self.square_off_due(signal.tick_time)
+            and self._in_session(signal.tick_time)
+        ):
             # As `on_quote` cancels a working MIS order at/after the square-off time: the day's
             # square-off runs once (on the first tick after it), so an MIS order that filled
-            # now would leave an intraday position open overnight.
+            # between it and the close would leave an intraday position open overnight. (Outside
+            # the session only a run without the risk manager's session rule trades: as before.)
             cancelled = self._cancelled(
                 order, order.quantity, 0, "MIS order cancelled at the square-off time", signal.tick_time
             )
@@ -332,6 +338,12 @@ class PaperTrader:
             margin_change=(step.order.blocked if step.order is not None else _ZERO),
             market=step.market,
         )
+
+    def _in_session(self, at: datetime) -> bool:
+        try:
+            return self.calendar.is_open(at)
+        except CalendarCoverageError:
+            return False
 
     def _check(
         self, signal: Signal, market: Market | None, account: AccountView

@@ -113,3 +113,13 @@ def test_square_off_due_when_a_normal_day_then_at_the_configured_time() -> None:
     assert not trader.square_off_due(datetime.combine(day, time(15, 19, 59, 999999), IST))
     assert trader.square_off_due(datetime.combine(day, time(15, 20), IST))
     assert trader.square_off_instant(day) == datetime.combine(day, time(15, 20), IST)
+
+
+def test_place_when_a_mis_order_comes_after_the_close_with_no_session_rule_then_it_still_fills() -> None:
+    # 21:00 on a Monday: only a run with the risk manager's session rule off (the pipeline bench,
+    # on the wall clock) gets here; a MIS buy of 10 fills at 1480.00 + 2 bps = 1480.30 as before.
+    at = datetime(2026, 1, 5, 21, 0, tzinfo=IST)
+    events = [e.payload for e in _step(_signal(Side.BUY, 10, Product.MIS, at)).emitted]
+
+    (fill,) = [e for e in events if isinstance(e, OrderFilled)]
+    assert (fill.quantity, fill.price) == (10, D("1480.30"))
