@@ -9,15 +9,18 @@ from typing import Any
 
 import pytest
 import redis
+from kiteconnect import KiteConnect
 from zerodha_env import API_KEY, API_SECRET, BROKER, INFY, SBIN, read_events
 
 from alphapanda import cli_zerodha, topics
 from alphapanda.brokers.zerodha.instruments import InstrumentMaster
+from alphapanda.brokers.zerodha.reconcile import reconcile
 from alphapanda.domain.portfolio import Book
 from alphapanda.events import Alert, Side
-from alphapanda.kite_sandbox import KiteSandbox
+from alphapanda.kite_sandbox import Holding, KiteSandbox, SandboxConfig, default_instruments
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 from alphapanda.state import keys as core_keys
+from alphapanda.state.store import RedisStateStore
 
 
 def _cli(*argv: str) -> int | None:
@@ -90,10 +93,12 @@ def test_instruments_sync_when_not_logged_in_then_one_line_naming_alphapanda_log
     )
 
 
-def _book(client: redis.Redis, strategy: str, fills: list[tuple[int, Side, int]]) -> None:
+def _book(
+    client: redis.Redis, strategy: str, fills: list[tuple[int, Side, int]], product: str | None = None
+) -> None:
     book = Book(cash=Decimal(0))
     for token, side, quantity in fills:
-        book = book.with_fill(token, side, quantity, Decimal(100))
+        book = book.with_fill(token, side, quantity, Decimal(100), product=product)
     client.set(core_keys.book(BROKER, strategy), json.dumps(book.to_json()))
     client.sadd(core_keys.books_index(BROKER), strategy)
 
@@ -147,3 +152,33 @@ def test_reconcile_when_positions_differ_then_breaks_printed_alert_on_zerodha_al
 
 def test_run_when_reconcile_is_for_a_paper_broker_then_not_ours(env: None) -> None:
     assert _cli("reconcile", "--broker", "paper") is None
+
+
+def test_reconcile_when_a_delivery_position_sits_in_kites_holdings_then_only_a_shortfall_is_a_break(
+    sandbox_config: SandboxConfig, redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    # A CNC position our books carried overnight is in Kite's holdings the next day, not in its
+    # positions: the real client's holdings() answer counts, and so does today's CNC sell of it.
+    instruments = default_instruments()
+    infy = next(i for i in instruments if i.tradingsymbol == "INFY")
+    holding = Holding(instrument=infy, quantity=10, average_price=Decimal("1500"), isin="INE009A01021")
+    store = RedisStateStore(redis_client, 3600)
+    with KiteSandbox(
+        API_KEY, API_SECRET, instruments=instruments, holdings=[holding], config=sandbox_config
+    ) as kite_sandbox:
+        kite: Any = KiteConnect(API_KEY, root=kite_sandbox.root, disable_ssl=True)
+        kite.set_access_token(kite_sandbox.create_session())
+        _book(redis_client, "swing", [(INFY, Side.BUY, 10)], product="CNC")
+
+        assert reconcile(store, kite, BROKER).breaks == []
+
+        sold = kite.place_order(
+            variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="SELL",
+            quantity=4, product="CNC", order_type="MARKET", market_protection=2,
+        )  # fmt: skip
+        kite_sandbox.wait_for_order(sold)
+        # Kite: holding 10 (4 used) and a CNC day position of -4, so 6 held; the books still say 10.
+        (shortfall,) = reconcile(store, kite, BROKER).breaks
+        assert (shortfall.label, shortfall.expected, shortfall.actual) == ("NSE:INFY CNC", 10, 6)
+        _book(redis_client, "swing", [(INFY, Side.BUY, 10), (INFY, Side.SELL, 4)], product="CNC")
+        assert reconcile(store, kite, BROKER).breaks == []

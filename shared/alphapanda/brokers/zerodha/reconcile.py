@@ -4,6 +4,13 @@ Our books (`{broker}:book:{strategy}`) are built from the fills the order update
 Kite's net positions are the truth about the account. A difference means a lost or doubled
 update, an order placed outside Alpha Panda, or a fill that never reached the portfolio. It
 is reported as an `Alert` on `{broker}.alerts` and returned, never corrected automatically.
+
+Delivery (CNC) is compared on its own. Kite moves a CNC position into the account's holdings
+once it is carried past its day, and a CNC sell of holdings shows as a negative day position
+beside the unchanged holding (as the sandbox models it; the Kite docs list the fields, not the
+rule, so this is inferred). So what the account holds for delivery is its CNC positions plus
+its holdings (settled and T1). The account may also hold shares bought outside Alpha Panda,
+so for delivery only holding *fewer* than the books is a break.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from alphapanda.state.store import StateStore
 log = logging.getLogger(__name__)
 
 SOURCE_FUNCTION = "reconcile"
+DELIVERY = "CNC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,47 +43,77 @@ class PositionBreak:
     expected: int
     """Net quantity in Alpha Panda's books (all strategies)."""
     actual: int
-    """Net quantity Kite reports."""
+    """Net quantity Kite reports (for delivery: CNC positions plus holdings)."""
+    delivery: bool = False
+    """A CNC difference: the books hold more for delivery than the account does."""
 
     @property
     def label(self) -> str:
-        return f"{self.exchange}:{self.tradingsymbol}" if self.tradingsymbol else str(self.instrument_token)
+        name = f"{self.exchange}:{self.tradingsymbol}" if self.tradingsymbol else str(self.instrument_token)
+        return f"{name} {DELIVERY}" if self.delivery else name
 
 
-def book_positions(books: Mapping[str, Book]) -> dict[int, int]:
-    """Net quantity per instrument over every strategy's book."""
+def book_positions(books: Mapping[str, Book], *, delivery: bool = False) -> dict[int, int]:
+    """Net quantity per instrument over every strategy's book: of its intraday and F&O positions,
+    or with `delivery` of its CNC ones."""
     out: dict[int, int] = {}
     for book in books.values():
         for token, position in book.positions:
-            out[token] = out.get(token, 0) + position.net_quantity
+            if (position.product == DELIVERY) is delivery:
+                out[token] = out.get(token, 0) + position.net_quantity
     return out
 
 
-def kite_positions(positions: Mapping[str, Any]) -> dict[int, tuple[int, str, str]]:
-    """Net quantity, symbol and exchange per instrument from `KiteConnect.positions()`, all products."""
+def kite_positions(
+    positions: Mapping[str, Any], *, delivery: bool = False
+) -> dict[int, tuple[int, str, str]]:
+    """Net quantity, symbol and exchange per instrument from `KiteConnect.positions()`: of every
+    product but CNC, or with `delivery` of CNC only."""
     out: dict[int, tuple[int, str, str]] = {}
     for row in positions.get("net") or ():
-        token = int(row["instrument_token"])
-        quantity = out.get(token, (0, "", ""))[0] + int(row.get("quantity") or 0)
-        out[token] = (quantity, str(row.get("tradingsymbol") or ""), str(row.get("exchange") or ""))
+        if (str(row.get("product") or "") == DELIVERY) is delivery:
+            _add(out, row, int(row.get("quantity") or 0))
     return out
+
+
+def kite_delivery(
+    positions: Mapping[str, Any], holdings: Iterable[Mapping[str, Any]]
+) -> dict[int, tuple[int, str, str]]:
+    """What the account holds for delivery, per instrument: its CNC positions (the day's buys and
+    sells) plus `KiteConnect.holdings()` (settled `quantity` and unsettled `t1_quantity`)."""
+    out = kite_positions(positions, delivery=True)
+    for row in holdings or ():
+        _add(out, row, int(row.get("quantity") or 0) + int(row.get("t1_quantity") or 0))
+    return out
+
+
+def _add(out: dict[int, tuple[int, str, str]], row: Mapping[str, Any], quantity: int) -> None:
+    token = int(row["instrument_token"])
+    out[token] = (
+        out.get(token, (0, "", ""))[0] + quantity,
+        str(row.get("tradingsymbol") or ""),
+        str(row.get("exchange") or ""),
+    )
 
 
 def diff_positions(
     books: Mapping[int, int],
     kite: Mapping[int, tuple[int, str, str]],
     names: Callable[[int], tuple[str, str]] = lambda _t: ("", ""),
+    *,
+    delivery: bool = False,
 ) -> list[PositionBreak]:
-    """Every instrument whose net quantity differs, by token."""
+    """Every instrument whose net quantity differs, by token; with `delivery`, every one of which
+    the account holds less than the books (it may hold shares bought outside Alpha Panda)."""
     breaks = []
     for token in sorted(set(books) | set(kite)):
         expected = books.get(token, 0)
         actual, symbol, exchange = kite.get(token, (0, "", ""))
-        if expected == actual:
+        if expected == actual or (delivery and actual >= expected):
             continue
         if not symbol:
             symbol, exchange = names(token)
-        breaks.append(PositionBreak(token, symbol, exchange, expected, actual))
+        breaks.append(PositionBreak(token, symbol, exchange, expected, actual, delivery))
     return breaks
 
 
@@ -124,10 +162,14 @@ def reconcile(
     names: Callable[[int], tuple[str, str]] = lambda _t: ("", ""),
     clock: Callable[[], datetime] = now,
 ) -> Reconciliation:
-    """Compare the broker's books with `kite.positions()`; an alert event if they differ."""
-    breaks = diff_positions(
-        book_positions(load_books(store, broker)), kite_positions(kite.positions()), names
-    )
+    """Compare the broker's books with `kite.positions()` (and for delivery `kite.holdings()`); an
+    alert event if they differ."""
+    books = load_books(store, broker)
+    positions = kite.positions()
+    breaks = diff_positions(book_positions(books), kite_positions(positions), names)
+    held = book_positions(books, delivery=True)
+    if any(held.values()):  # holdings are asked for only when the books hold delivery
+        breaks += diff_positions(held, kite_delivery(positions, kite.holdings()), names, delivery=True)
     return Reconciliation(breaks, reconciliation_alert(broker, breaks, clock()) if breaks else None)
 
 
