@@ -302,19 +302,9 @@ class PaperTrader:
             ),
             blocked=required,
         )
-        if (
-            signal.product is Product.MIS
-            and not signal.flatten
-            and self.square_off_due(signal.tick_time)
-            and self._in_session(signal.tick_time)
-        ):
-            # As `on_quote` cancels a working MIS order at/after the square-off time: the day's
-            # square-off runs once (on the first tick after it), so an MIS order that filled
-            # between it and the close would leave an intraday position open overnight. (Outside
-            # the session only a run without the risk manager's session rule trades: as before.)
-            cancelled = self._cancelled(
-                order, order.quantity, 0, "MIS order cancelled at the square-off time", signal.tick_time
-            )
+        why = self._too_late(signal, order, market)
+        if why is not None:
+            cancelled = self._cancelled(order, order.quantity, 0, why, max(signal.tick_time, market.at))
             return PaperStep(
                 [Emitted("submitted", submitted), Emitted("cancelled", cancelled)],
                 None,
@@ -338,6 +328,24 @@ class PaperTrader:
             margin_change=(step.order.blocked if step.order is not None else _ZERO),
             market=step.market,
         )
+
+    def _too_late(self, signal: Signal, order: PaperOrder, market: Market) -> str | None:
+        """Why a new order is cancelled at once, as `on_quote` would cancel it working, or None."""
+        if signal.tick_time < order.expires_at <= market.at:
+            # Signalled in the session, but the quote it meets is from after the close.
+            return f"{order.validity.value} order expired"
+        if (
+            signal.product is Product.MIS
+            and not signal.flatten
+            and self.square_off_due(signal.tick_time)
+            and self._in_session(signal.tick_time)
+        ):
+            # The day's square-off runs once (on the first tick after it), so an MIS order that
+            # filled between it and the close would leave an intraday position open overnight.
+            # (Outside the session only a run without the risk manager's session rule trades:
+            # as before.)
+            return "MIS order cancelled at the square-off time"
+        return None
 
     def _in_session(self, at: datetime) -> bool:
         try:

@@ -123,3 +123,20 @@ def test_place_when_a_mis_order_comes_after_the_close_with_no_session_rule_then_
 
     (fill,) = [e for e in events if isinstance(e, OrderFilled)]
     assert (fill.quantity, fill.price) == (10, D("1480.30"))
+
+
+def test_place_when_the_latest_quote_is_after_the_close_then_the_day_order_expires_unfilled() -> None:
+    # A CNC buy of 10 signalled at 15:29:59 meets (fill_quote=latest) a quote stamped 15:30:00.5,
+    # after the 15:30 close: it would fill at 1480.30 outside market hours. A working order
+    # meeting that quote expires (`on_quote`): expected submitted, then cancelled, 10 unfilled.
+    signal = _signal(Side.BUY, 10, Product.CNC, datetime(2026, 1, 5, 15, 29, 59, tzinfo=IST))
+    trader = PaperTrader({TOKEN: RELIANCE})
+    after_close = datetime(2026, 1, 5, 15, 30, 0, 500000, tzinfo=IST)
+    market = Market(D("1479.95"), D("1480.00"), D("1480.00"), after_close)
+    step = trader.place(signal, IDS, market, AccountView(available=D("10000000")), correlationid="c")
+    events = [e.payload for e in step.emitted]
+
+    assert not any(isinstance(e, OrderFilled) for e in events)
+    (cancelled,) = [e for e in events if isinstance(e, OrderCancelled)]
+    assert (cancelled.quantity, cancelled.filled_quantity, cancelled.reason) == (10, 0, "DAY order expired")
+    assert (step.status, step.unfilled, step.margin_change, step.order) == ("cancelled", 10, D(0), None)
