@@ -192,6 +192,16 @@ class BrokerSettings(_Section):
     starting_cash: Decimal = Field(default=Decimal("1000000"), ge=0)
     fills: FillSettings = Field(default_factory=FillSettings)
     risk: RiskLimits = Field(default_factory=RiskLimits)
+    dp_charge: Decimal = Field(
+        default=Decimal("13.5"),
+        ge=0,
+        le=1000,
+        description="Rupees (before GST) the depository charges per scrip per day on which delivery "
+        "holdings are sold: ~Rs 13.5 at Zerodha, unverified, so configurable; 0 turns it off.",
+    )
+    dp_charge_gst_pct: Decimal = Field(
+        default=Decimal("18"), ge=0, le=100, description="GST on the DP charge, in percent."
+    )
 
 
 class Settings(BaseSettings):

@@ -238,6 +238,11 @@ class PnlSnapshot(InstrumentRef):
     cash: Decimal
     charges_paid: Decimal
     trade_count: int
+    dp_charges: Decimal = Field(
+        default=Decimal(0),
+        description="The depository charge this fill incurred (in `charges_paid`): the day's "
+        "first delivery sale of the scrip from holdings.",
+    )
     as_of: AwareDatetime
 
 

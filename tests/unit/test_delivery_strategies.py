@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 
@@ -41,15 +42,16 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return load_settings(brokers=("paper",), strategies_file=path, broker={"paper": {"starting_cash": 10**8}})
 
 
-def _ticks(settings: Settings) -> list[Event]:
+def _ticks(settings: Settings, *starts: datetime) -> list[Event]:
+    """Half an hour of ticks of RELIANCE and INFY (one a second each) from each of `starts`."""
     instruments = [i for i in build_core(settings).instruments if i.tradingsymbol in ("RELIANCE", "INFY")]
     stamper = TickStamper()
-    return [stamper.stamp(t) for t in fixed_simulation(instruments, 11, START, 2 * 30 * 60)]
+    return [stamper.stamp(t) for at in starts for t in fixed_simulation(instruments, 11, at, 2 * 30 * 60)]
 
 
 @pytest.fixture(scope="module")
 def runs(settings: Settings) -> tuple[BacktestResult, BacktestResult]:
-    ticks = _ticks(settings)
+    ticks = _ticks(settings, START)
     return tuple(  # type: ignore[return-value]
         Backtest(build_core(settings), BacktestStateStore(), fast=fast).run(ticks) for fast in (False, True)
     )
@@ -97,3 +99,33 @@ def test_backtest_when_a_strategy_trades_cnc_then_the_fast_path_equals_the_gener
     general, fast = runs
     assert fast.report.dumps() == general.report.dumps()
     assert [(e.id, e.data) for e in fast.fills] == [(e.id, e.data) for e in general.fills]
+
+
+TUESDAY_OPEN = datetime(2026, 1, 6, 9, 15, tzinfo=IST)
+
+
+@pytest.fixture(scope="module")
+def two_days(settings: Settings) -> tuple[BacktestResult, BacktestResult]:
+    ticks = _ticks(settings, START, TUESDAY_OPEN)
+    return tuple(  # type: ignore[return-value]
+        Backtest(build_core(settings), BacktestStateStore(), fast=fast).run(ticks) for fast in (False, True)
+    )
+
+
+def test_backtest_when_a_delivery_holding_is_sold_next_day_then_the_report_takes_one_dp_charge_a_scrip(
+    two_days: tuple[BacktestResult, BacktestResult],
+) -> None:
+    general, fast = two_days
+    records = general.report.fills
+    charged = [f for f in records if f.dp_charges]
+    assert charged, "no delivery holding was sold on Tuesday: the workload proves nothing"
+    # Rs 13.5 + 18% GST, on a Tuesday delivery sell, once per scrip and day.
+    assert {f.dp_charges for f in charged} == {Decimal("15.93")}
+    assert all(f.strategy == "delivery" and f.side is Side.SELL for f in charged)
+    assert all(f.filled_at.date() == TUESDAY_OPEN.date() for f in charged)
+    assert len({f.instrument_token for f in charged}) == len(charged)
+    # The report's charges are the fills' own plus the DP charges.
+    assert general.report.charges == sum((f.charges + f.dp_charges for f in records), Decimal(0))
+    assert fast.report.dumps() == general.report.dumps()
+    dp = sum((f.dp_charges for f in charged), Decimal(0))
+    assert f"of which DP Rs {dp:,.2f})" in general.report.summary_lines()[1]

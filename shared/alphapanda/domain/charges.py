@@ -588,3 +588,33 @@ def _compiled(rates: ChargeRates) -> _CompiledRates:
 def _trade_date(value: date) -> date:
     # A datetime is also a date; read it as an instant rather than trusting its wall-clock date.
     return to_ist(value).date() if isinstance(value, datetime) else value
+
+
+# --- the depository (DP) charge ---------------------------------------------------------------
+
+
+def dp_charge(amount: Decimal, gst_pct: Decimal) -> Decimal:
+    """The DP charge with its GST, to the paisa (half up): what one scrip's sale from delivery
+    holdings costs on one day, whatever the quantity (Rs 13.5 + 18% GST is Rs 15.93).
+
+    Not part of an order's charges: the depository levies it when shares leave the demat
+    account, once per scrip per day, and it shows in the funds ledger, not the contract note.
+    """
+    return (amount * (1 + gst_pct / 100)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def sold_from_holdings(
+    held_today: int | None, position_before: int, side: Side, quantity: int
+) -> tuple[int, int]:
+    """How much of one delivery (CNC) fill is sold from holdings, and the holdings left today.
+
+    `held_today` is what remains today of the quantity the position carried into the day, or
+    None before the position's first delivery fill of the day, when the position before this
+    fill is exactly what it carried in. Shares bought today are not holdings yet (they settle
+    later), so a buy draws on nothing, and a sell of shares bought today is not from holdings.
+    """
+    held = max(position_before, 0) if held_today is None else held_today
+    if side is Side.BUY:
+        return 0, held
+    sold = min(quantity, held)
+    return sold, held - sold

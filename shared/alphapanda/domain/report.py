@@ -49,6 +49,13 @@ class FillRecord:
     price: Decimal
     charges: Decimal
     filled_at: datetime
+    dp_charges: Decimal = ZERO
+    """The depository charge the portfolio took with this fill (a delivery sale from holdings)."""
+
+    @property
+    def cost(self) -> Decimal:
+        """All the fill cost the account beyond its traded value: its charges and any DP charge."""
+        return self.charges + self.dp_charges if self.dp_charges else self.charges
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +69,8 @@ class FillRecord:
             "price": str(self.price),
             "charges": str(self.charges),
             "filled_at": self.filled_at.isoformat(),
+            # Only when taken: a report without delivery sales lists its fills as before.
+            **({"dp_charges": str(self.dp_charges)} if self.dp_charges else {}),
         }
 
 
@@ -108,8 +117,9 @@ class EquityTracker:
         h = self._holdings.setdefault(key, _Holding())
         signed = fill.side.sign * fill.quantity
         self.cash -= signed * fill.price
-        self.charges += fill.charges
-        h.trip_pnl -= fill.charges
+        cost = fill.cost
+        self.charges += cost
+        h.trip_pnl -= cost
         before = h.position
         # The portfolio manager's own accounting (exact cost on closes), so a trip's PnL is
         # exactly what it received less what it paid and charges.
@@ -224,10 +234,12 @@ class Report:
     def summary_lines(self) -> list[str]:
         win = "n/a" if self.win_rate is None else f"{self.win_rate:.1%}"
         sharpe = "n/a" if self.sharpe is None else f"{self.sharpe:.2f}"
+        dp = sum((f.dp_charges for f in self.fills), ZERO)
+        of_which = f", of which DP Rs {dp:,.2f}" if dp else ""
         return [
             f"ticks           {self.ticks:,}",
             f"net PnL         Rs {self.net_pnl:,.2f}  (gross Rs {self.gross_pnl:,.2f}, "
-            f"charges Rs {self.charges:,.2f})",
+            f"charges Rs {self.charges:,.2f}{of_which})",
             f"trades          {self.trades:,} fills, {self.round_trips:,} round trips, win rate {win}",
             f"max drawdown    Rs {self.max_drawdown:,.2f} ({self.max_drawdown_pct:.2%} of peak)",
             f"Sharpe          {sharpe}  ({self.sharpe_basis})",

@@ -42,7 +42,16 @@ from alphapanda.domain.portfolio import Book
 from alphapanda.domain.report import EquityTracker, FillRecord, Report, build_report
 from alphapanda.domain.risk import BrokerState, LastSignal
 from alphapanda.domain.strategy import StrategyState, TickView
-from alphapanda.events import IST, Event, EventType, MarketTick, OrderFilled, Signal, SignalValidated
+from alphapanda.events import (
+    IST,
+    Event,
+    EventType,
+    MarketTick,
+    OrderFilled,
+    PnlSnapshot,
+    Signal,
+    SignalValidated,
+)
 from alphapanda.runtime.bootstrap import Core
 from alphapanda.runtime.tickfiles import TickRow, row_of
 from alphapanda.stages.order_matcher import OrderMatcher
@@ -304,13 +313,16 @@ class Backtest:
             while queue:
                 event = queue.popleft()
                 counts[event.type.name] += 1
+                caused = [
+                    e for stage in routes.get(event.topic, ()) for e in stages.process(stage, event, store)
+                ]
                 if event.type is EventType.ORDER_FILLED:
+                    # Recorded once the portfolio took it: a DP charge comes with its snapshot.
                     fills.append(event)
-                    record = _record(event)
+                    record = _record(event, caused)
                     records.append(record)
                     tracker.on_fill(record)
-                for stage in routes.get(event.topic, ()):
-                    queue.extend(stages.process(stage, event, store))
+                queue.extend(caused)
             tick = tick_event.data
             assert isinstance(tick, MarketTick)
             tracker.on_mark(tick.instrument_token, (tick.bid + tick.ask) / 2, tick.exchange_timestamp)
@@ -473,14 +485,17 @@ class Backtest:
         while queue:
             event = queue.popleft()
             counts[_TYPE_NAME[event.type]] += 1
-            if event.type is EventType.ORDER_FILLED:
-                fills.append(event)
-                record = _record(event)
-                records.append(record)
-                tracker.on_fill(record)
             handlers = handlers_of.get((event.type, event.broker)) if event.type is not _TICK else None
             if handlers is None:
                 handlers = self._handlers_for(event)
+            if event.type is EventType.ORDER_FILLED:
+                caused = [e for handle in handlers for e in handle(event)]
+                fills.append(event)
+                record = _record(event, caused)  # as in the general path: after the portfolio
+                records.append(record)
+                tracker.on_fill(record)
+                queue.extend(caused)
+                continue
             for handle in handlers:
                 queue.extend(handle(event))
 
@@ -665,9 +680,12 @@ def _ist_day(at: datetime) -> tuple[datetime, datetime, date]:
     return start.astimezone(zone), (start + timedelta(days=1)).astimezone(zone), day
 
 
-def _record(event: Event) -> FillRecord:
+def _record(event: Event, caused: list[Event]) -> FillRecord:
+    """The report's record of the fill in `event`, with the DP charge the portfolio manager's
+    snapshot of it (among `caused`, what the fill caused) says it took."""
     fill = event.data
     assert isinstance(fill, OrderFilled)
+    dp = sum((e.data.dp_charges for e in caused if isinstance(e.data, PnlSnapshot)), ZERO)
     return FillRecord(
         fill_id=fill.fill_id,
         order_id=fill.order_id,
@@ -679,6 +697,7 @@ def _record(event: Event) -> FillRecord:
         price=fill.price,
         charges=fill.charges,
         filled_at=fill.filled_at,
+        dp_charges=dp,
     )
 
 

@@ -12,9 +12,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from alphapanda.config import BrokerSettings
 from alphapanda.domain.calendar import ist_date
+from alphapanda.domain.charges import dp_charge, sold_from_holdings
 from alphapanda.domain.portfolio import ZERO, Book, Position, keepable_sum, kept_total, sum_decimals
 from alphapanda.events import Event, EventType, OrderFilled, PnlSnapshot, Product, source_of
 from alphapanda.immutable import immutable
@@ -129,16 +131,27 @@ class PortfolioManager(BrokerScoped):
         broker = self.owner(event)
         settings = self.settings_for(broker)
         old_book = old_book if old_book is not None else Book(cash=ZERO)
-        book = old_book.with_fill(
-            fill.instrument_token, fill.side, fill.quantity, fill.price, fill.charges, fill.product.value
-        )
-        pos = book.position(fill.instrument_token)
-        realised_delta = pos.realised_pnl - old_book.position(fill.instrument_token).realised_pnl
+        token = fill.instrument_token
+        slot = f"{fill.strategy}:{token}"
+        holdings, dp_sold = day.held, day.dp_sold
+        dp = ZERO
+        if fill.product is Product.CNC:
+            sold, left = sold_from_holdings(
+                holdings.get(slot), old_book.position(token).net_quantity, fill.side, fill.quantity
+            )
+            holdings = {**holdings, slot: left}
+            if sold and token not in dp_sold:
+                # Per scrip per day for the whole demat account: this broker's, across strategies.
+                dp = dp_charge(settings.dp_charge, settings.dp_charge_gst_pct)
+                dp_sold = tuple(sorted((*dp_sold, token)))
+        charges = fill.charges + dp if dp else fill.charges
+        book = old_book.with_fill(token, fill.side, fill.quantity, fill.price, charges, fill.product.value)
+        pos = book.position(token)
+        realised_delta = pos.realised_pnl - old_book.position(token).realised_pnl
         # Marked at the fill's own price, the freshest price of the instrument that this event
         # carries: a mark read from the latest quote would depend on how far the feed has run.
         # The periodic mark-to-market (runtime/marks.py) moves it with the market in between.
         mark = fill.price
-        slot = f"{fill.strategy}:{fill.instrument_token}"
 
         margin = dict(account.margin)
         old_margin = margin.get(slot)
@@ -152,7 +165,7 @@ class PortfolioManager(BrokerScoped):
         account = Account(
             account.starting_cash,
             account.realised + realised_delta,
-            account.charges + fill.charges,
+            account.charges + charges,
             margin,
             held,
         )
@@ -162,9 +175,11 @@ class PortfolioManager(BrokerScoped):
             day.unrealised_total, Decimal(old_unrealised) if old_unrealised is not None else ZERO, unrealised
         )
         day = DayPnl(
-            day.realised + realised_delta - fill.charges,
+            day.realised + realised_delta - charges,
             {**day.unrealised, slot: str(unrealised)},
             day_total,
+            holdings,
+            dp_sold,
         )
 
         snapshot = PnlSnapshot(
@@ -180,6 +195,7 @@ class PortfolioManager(BrokerScoped):
             cash=book.cash,
             charges_paid=book.charges_paid,
             trade_count=book.trade_count,
+            dp_charges=dp,
             as_of=fill.filled_at,
         )
         source = source_of(self.function.value, broker)
@@ -188,13 +204,19 @@ class PortfolioManager(BrokerScoped):
 
 @immutable(slots=True)
 class DayPnl:
-    """Today's PnL record of a broker: realised (less charges), and unrealised per position slot."""
+    """Today's PnL record of a broker: realised (less charges), and unrealised per position slot;
+    and what the DP charge needs to know of the day's delivery sales."""
 
     realised: Decimal = ZERO
     unrealised: dict[str, str] = field(default_factory=dict)
     """`strategy:token` -> rupees, as last marked."""
     unrealised_total: Decimal | None = field(default=None, compare=False)
     """The sum of `unrealised`, when known (see `Account.held`): only compared and formatted."""
+    held: dict[str, int] = field(default_factory=dict)
+    """`strategy:token` -> what is left unsold today of what the delivery position carried into the
+    day (set from its first delivery fill of the day; see `sold_from_holdings`)."""
+    dp_sold: tuple[int, ...] = ()
+    """Instruments sold from holdings today, so charged the day's DP charge (sorted)."""
 
     @property
     def total(self) -> Decimal:
@@ -206,17 +228,30 @@ class DayPnl:
         """This record with `unrealised_total` known if it can be kept: summed once, here."""
         if self.unrealised_total is not None:
             return self
-        return DayPnl(self.realised, self.unrealised, keepable_sum(self.unrealised.values()))
+        return DayPnl(
+            self.realised, self.unrealised, keepable_sum(self.unrealised.values()), self.held, self.dp_sold
+        )
 
     def to_json(self) -> str:
-        return json.dumps({"realised": str(self.realised), "unrealised": self.unrealised}, sort_keys=True)
+        record: dict[str, Any] = {"realised": str(self.realised), "unrealised": self.unrealised}
+        # Only on a day with delivery fills: every other day's record stays as it was.
+        if self.held:
+            record["held"] = self.held
+        if self.dp_sold:
+            record["dp_sold"] = list(self.dp_sold)
+        return json.dumps(record, sort_keys=True)
 
     @classmethod
     def from_json(cls, raw: str | None) -> DayPnl:
         if not raw:
             return cls(Decimal("0"))
         record = json.loads(raw)
-        return cls(Decimal(record.get("realised", "0")), dict(record.get("unrealised", {})))
+        return cls(
+            Decimal(record.get("realised", "0")),
+            dict(record.get("unrealised", {})),
+            held={k: int(v) for k, v in record.get("held", {}).items()},
+            dp_sold=tuple(int(t) for t in record.get("dp_sold", ())),
+        )
 
 
 @immutable(slots=True)
