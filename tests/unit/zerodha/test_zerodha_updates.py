@@ -23,6 +23,7 @@ from alphapanda.brokers.zerodha.updates import (
     to_events,
     verify_checksum,
 )
+from alphapanda.bus.kafka import PublishError
 from alphapanda.domain.charges import charges_on_turnover
 from alphapanda.domain.instruments import load_instruments
 from alphapanda.events import (
@@ -272,6 +273,54 @@ def test_endpoint_when_signed_update_then_events_published_before_200() -> None:
 
     assert (answer.status, [e.topic for e in recorder.published]) == (200, ["zerodha.orders.filled"])
     assert malformed.status == 400
+
+
+class _FlakyRecorder(_Recorder):
+    """Fails its first `failures` publishes, as a broker that is briefly unreachable does."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    def publish(self, events: Iterable[Event]) -> int:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise PublishError("1 events not acknowledged within 5.0s")
+        return super().publish(events)
+
+
+def test_endpoint_when_kafka_fails_briefly_then_the_publish_is_tried_again_and_answered_200() -> None:
+    processor, _store = _processor()
+    recorder, waits = _FlakyRecorder(failures=2), []
+    endpoint = PostbackEndpoint(lambda: SECRET, lambda: processor, lambda: recorder, sleep=waits.append)
+
+    answer = endpoint(json.dumps(_payload("COMPLETE", 10, 800)).encode())
+
+    assert answer.status == 200 and recorder.attempts == 3 and waits == [0.2, 0.4]
+    assert [e.topic for e in recorder.published] == ["zerodha.orders.filled"]
+
+
+def test_endpoint_when_kafka_stays_down_then_503_and_the_same_update_again_publishes_the_same_events() -> (
+    None
+):
+    processor, _store = _processor()
+    down = _FlakyRecorder(failures=10**6)
+    endpoint = PostbackEndpoint(lambda: SECRET, lambda: processor, lambda: down, sleep=lambda _s: None)
+    body = json.dumps(_payload("COMPLETE", 10, 800)).encode()
+
+    failed = endpoint(body)
+
+    assert failed.status == 503 and "not published" in failed.body and down.attempts == 3
+    # Kafka is back; the update comes again (Kite resends, or the ticker's copy): the fill the
+    # claim kept is published, with the ids it had, and counted once.
+    recorder = _Recorder()
+    again = PostbackEndpoint(lambda: SECRET, lambda: processor, lambda: recorder)(body)
+    assert again.status == 200
+    (fill,) = recorder.published
+    assert isinstance(fill.data, OrderFilled) and fill.data.quantity == 10
+    repeat = processor.process(_update("COMPLETE", 10, 800))
+    assert repeat is not None and [e.id for e in repeat] == [fill.id]
 
 
 def _live_rates() -> LiveChargeRates:

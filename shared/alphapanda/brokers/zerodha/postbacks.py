@@ -126,17 +126,32 @@ class PostbackResponse:
 
 
 class PostbackEndpoint:
-    """The postback handler, free of any web framework: request body in, status and text out."""
+    """The postback handler, free of any web framework: request body in, status and text out.
+
+    The update is claimed (with its events) before they are published, so a failed publish is
+    tried again here, `publish_attempts` times in all with doubling waits from `backoff_s`:
+    Kite is not known to resend a postback that was not answered 200, and an update that no
+    one repeats would otherwise reach the portfolio only as a reconciliation break. Should
+    every attempt fail, the answer is 503, and the same update again (a resent postback, or
+    the ticker's copy) publishes the same events.
+    """
 
     def __init__(
         self,
         api_secret: Callable[[], str],
         processor: Callable[[], OrderUpdateProcessor],
         publisher: Callable[[], Publisher],
+        *,
+        publish_attempts: int = 3,
+        backoff_s: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._api_secret = api_secret
         self._processor = processor
         self._publisher = publisher
+        self._attempts = max(1, publish_attempts)
+        self._backoff_s = backoff_s
+        self._sleep = sleep
 
     def __call__(self, body: bytes) -> PostbackResponse:
         try:
@@ -153,8 +168,23 @@ class PostbackEndpoint:
         events = self._processor().process(update)
         if events is None:
             return PostbackResponse(200, "ignored: not an Alpha Panda order")
-        self._publisher().publish(events)
-        return PostbackResponse(200, f"ok: {len(events)} events")
+        for attempt in range(self._attempts):
+            try:
+                self._publisher().publish(events)
+                return PostbackResponse(200, f"ok: {len(events)} events")
+            except Exception as exc:  # Kafka unreachable or not acknowledging: tried again
+                if attempt + 1 == self._attempts:
+                    log.error(
+                        "order update %s (%s) not published after %d attempts: %s; the same "
+                        "update again publishes it, and `alphapanda reconcile` shows what it misses",
+                        update.order_id,
+                        update.status,
+                        self._attempts,
+                        exc,
+                    )
+                    return PostbackResponse(503, f"not published: {exc}")
+                self._sleep(self._backoff_s * 2**attempt)
+        raise AssertionError("unreachable: the last attempt returns")
 
 
 def zerodha_broker(settings: Settings) -> str:
