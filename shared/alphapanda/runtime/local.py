@@ -213,7 +213,12 @@ def run_local(settings: Settings, options: RunOptions, console: Console | None =
     Raises `ConfigError` for a setting that keeps the run from starting (an unreachable Kafka or
     Redis, another run on the same run-info file), `RunFailed` when a server or the feed fails.
     """
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            # Rich lays out for 80 columns when it does not write to a terminal (a log, CI):
+            # too narrow for the per-broker table, whose figures it would cut to "-154…".
+            console = Console(width=max(console.width, 160))
     with _StopSignals() as signals:
         try:
             return _run_local(settings, options, console, signals)
