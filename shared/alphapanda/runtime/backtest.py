@@ -59,7 +59,7 @@ from alphapanda.stages.portfolio_manager import Account, DayPnl, PortfolioManage
 from alphapanda.stages.risk_ledger import LedgerView, ledger_reads
 from alphapanda.stages.risk_manager import RiskInputs, RiskManager, trading_day
 from alphapanda.stages.strategy_runner import StrategyRunner
-from alphapanda.stages.trading_engine import TradingEngine
+from alphapanda.stages.trading_engine import TradingEngine, depth_left
 from alphapanda.state import keys
 from alphapanda.state.store import Decide, Republished, StateStore
 from alphapanda.strategies import StrategySpec
@@ -95,6 +95,7 @@ class BacktestStateStore:
         self._sets: dict[str, set[str]] = {}
         self._claims: dict[str, list[Event]] = {}
         self._derived: dict[str, Callable[[], str | None]] = {}
+        self._on_write: dict[str, Callable[[str], None]] = {}
 
     def process_once(self, claim_key: str, read_keys: Sequence[str], decide: Decide) -> list[Event]:
         done = self._claims.get(claim_key)
@@ -104,9 +105,12 @@ class BacktestStateStore:
         derived = self._derived
         for key, value in decision.writes.items():
             # A derived key's value is a function of the instrument's last tick, which is the
-            # tick the writing stage is processing: the write would store the same text.
+            # tick the writing stage is processing: the write would store the same text, unless
+            # the key takes writes (the matcher's last tick, which orders deplete).
             if key not in derived:
                 self._data[key] = value
+            elif (on_write := self._on_write.get(key)) is not None:
+                on_write(value)
         for key, member in decision.set_adds.items():
             self._sets.setdefault(key, set()).add(member)
         self._claims[claim_key] = decision.outputs
@@ -146,9 +150,14 @@ class BacktestStateStore:
         value = self._data.get(key)
         return value if isinstance(value, str) else None
 
-    def derive(self, key: str, value_of: Callable[[], str | None]) -> None:
-        """Make `key` read as `value_of()` (see the class docstring)."""
+    def derive(
+        self, key: str, value_of: Callable[[], str | None], on_write: Callable[[str], None] | None = None
+    ) -> None:
+        """Make `key` read as `value_of()` (see the class docstring); a stage's write to it goes
+        to `on_write` if given, else nowhere."""
         self._derived[key] = value_of
+        if on_write is not None:
+            self._on_write[key] = on_write
 
     def snapshot(self) -> dict[str, Any]:
         """Every key except claims, as text: what a test compares between two runs."""
@@ -199,7 +208,19 @@ def _last_signal_of(raw: str) -> LastSignal:
 class _Instrument:
     """Per-instrument state of the fast engine: its last tick, strategies and their states."""
 
-    __slots__ = ("event", "market", "market_row", "matchers", "row", "specs", "states", "strategies", "token")
+    __slots__ = (
+        "event",
+        "left",
+        "left_row",
+        "market",
+        "market_row",
+        "matchers",
+        "row",
+        "specs",
+        "states",
+        "strategies",
+        "token",
+    )
 
     def __init__(self, token: int, specs: list[StrategySpec], matchers: list[_MatcherSlot]) -> None:
         self.token = token
@@ -213,6 +234,10 @@ class _Instrument:
         self.market: Market | None = None
         self.market_row: TickRow | None = None
         """The row `market` was made from."""
+        self.left: dict[str, Market] = {}
+        """Per broker, what orders left of the last tick's depth (`keep_left`)."""
+        self.left_row: TickRow | None = None
+        """The row `left` is of: on a later tick it is stale (each tick shows the book afresh)."""
 
     def tick_event(self) -> Event:
         if self.event is None:
@@ -229,18 +254,32 @@ class _Instrument:
     def symbol_text(self) -> str | None:
         return None if self.row is None else f"{self.row.exchange}:{self.row.tradingsymbol}"
 
-    def last_market(self) -> Market | None:
-        """The last tick as the order matcher keeps it (`keys.paper_market`)."""
+    def last_market(self, broker: str | None = None) -> Market | None:
+        """The last tick as `broker`'s order matcher keeps it (`keys.paper_market`): as orders
+        left its depth, if they took some, else the tick itself."""
         if self.row is None:
             return None
+        if self.left and self.left_row is self.row and broker in self.left:
+            return self.left[broker]
         if self.market is None or self.market_row is not self.row:
             self.market = Market.from_tick(self.tick_event().data)  # type: ignore[arg-type]
             self.market_row = self.row
         return self.market
 
-    def market_text(self) -> str | None:
-        market = self.last_market()
+    def keep_left(self, broker: str, market: Market) -> None:
+        """What orders of `broker` left of the last tick's depth."""
+        if self.left_row is not self.row:
+            self.left = {}
+            self.left_row = self.row
+        self.left[broker] = market
+
+    def market_text(self, broker: str) -> str | None:
+        market = self.last_market(broker)
         return None if market is None else json.dumps(market.to_json())
+
+    def market_written(self, broker: str, text: str) -> None:
+        """A stage wrote `broker`'s `keys.paper_market` (the matcher, on a tick it matched)."""
+        self.keep_left(broker, Market.from_json(json.loads(text)))
 
     def state_text(self, index: int) -> str | None:
         state = self.states[index]
@@ -357,7 +396,11 @@ class Backtest:
                 trader = stage.traders.paper(broker)
                 if token in trader.instruments:
                     matchers.append(_MatcherSlot(stage, broker, trader, keys.resting_orders(broker, token)))
-                    store.derive(keys.paper_market(broker, token), inst.market_text)
+                    store.derive(
+                        keys.paper_market(broker, token),
+                        functools.partial(inst.market_text, broker),
+                        functools.partial(inst.market_written, broker),
+                    )
         store.derive(keys.quote(token), inst.quote_text)
         store.derive(keys.symbol(token), inst.symbol_text)
         for index, spec in enumerate(specs):
@@ -571,7 +614,15 @@ class Backtest:
         if inst is None or not any(slot.broker == broker for slot in inst.matchers):
             raw = self._typed_store().get(keys.paper_market(broker, token))
             return Market.from_json(json.loads(raw)) if raw else None
-        return inst.last_market()
+        return inst.last_market(broker)
+
+    def _keep_left(self, broker: str, token: int, market: Market) -> None:
+        """`keys.paper_market` as an order left it (what `TradingEngine.decide` writes)."""
+        inst = self._instruments.get(token)
+        if inst is None or not any(slot.broker == broker for slot in inst.matchers):
+            self._typed_store().set_text(keys.paper_market(broker, token), json.dumps(market.to_json()))
+        else:
+            inst.keep_left(broker, market)
 
     def _risk(self, stage: RiskManager, event: Event) -> list[Event]:
         """`RiskManager.decide` on decoded state: the same keys, through `RiskManager.judge`."""
@@ -615,8 +666,10 @@ class Backtest:
         # `market_for` reads neither the quote nor the last tick when the order meets the
         # signal's own touch: then they are not built (the last tick's `Market` costs a decode).
         market = trader.signal_market(signal)
+        view = None
         if market is None:
-            market = trader.market_for(signal, self._quote(broker, token), self._last_market(broker, token))
+            view = self._last_market(broker, token)
+            market = trader.market_for(signal, self._quote(broker, token), view)
         margin_key = keys.margin_resting(broker)
         resting_margin = store.load(margin_key, Decimal) or ZERO
         account = store.load(keys.account(broker), lambda raw: Account.from_json(raw, trader.starting_cash))
@@ -634,6 +687,9 @@ class Backtest:
             store.set_text(resting_key, dump_resting([*load_resting(store.get(resting_key)), step.order]))
         if step.margin_change:
             store.put(margin_key, resting_margin + step.margin_change)
+        left = depth_left(view, market, step)
+        if left is not None:
+            self._keep_left(broker, token, left)
         if step.done:
             price = market.last if market is not None else signal.reference_price
             ledger = self._ledger(broker, token, signal.strategy)

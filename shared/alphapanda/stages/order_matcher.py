@@ -222,6 +222,10 @@ class OrderMatcher:
         if orders:
             writes[resting_key] = dump_resting(kept)
             writes[margin_key] = str(max(blocked, Decimal(0)))
+        if current is not market:
+            # What the resting orders left of the tick's depth: an order placed on this same
+            # tick (the trading engine reads this key) cannot take it again.
+            writes[keys.paper_market(broker, token)] = json.dumps(current.to_json())
 
         if due and values[done_key] is None:
             writes[done_key] = at.isoformat()

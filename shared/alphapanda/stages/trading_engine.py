@@ -59,10 +59,9 @@ class TradingEngine(BrokerScoped):
         )
 
         raw_quote, raw_view = values[quote_key], values[view_key]
+        view = Market.from_json(json.loads(raw_view)) if raw_view else None
         market = trader.market_for(
-            signal,
-            Quote.from_json(json.loads(raw_quote)) if raw_quote else None,
-            Market.from_json(json.loads(raw_view)) if raw_view else None,
+            signal, Quote.from_json(json.loads(raw_quote)) if raw_quote else None, view
         )
         resting_margin = Decimal(values[margin_key] or 0)
         raw_book = values[book_key]
@@ -79,6 +78,9 @@ class TradingEngine(BrokerScoped):
             writes[resting_key] = dump_resting([*load_resting(values[resting_key]), step.order])
         if step.margin_change:
             writes[margin_key] = str(resting_margin + step.margin_change)
+        left = depth_left(view, market, step)
+        if left is not None:
+            writes[view_key] = json.dumps(left.to_json())
         if step.done:
             price = market.last if market is not None else signal.reference_price
             writes |= release(
@@ -105,6 +107,16 @@ class TradingEngine(BrokerScoped):
         step = trader.place(_validated(event).signal, ids, market, account, correlationid=event.correlationid)
         source = source_of(self.function.value, self.owner(event))
         return step, ids, [event.child(e.role, e.payload, source=source) for e in step.emitted]
+
+
+def depth_left(view: Market | None, market: Market | None, step: PaperStep) -> Market | None:
+    """The matcher's last tick as this order left it, if the order traded against that tick's
+    depth: what it took, the next order on the same tick cannot take again. None when the
+    order met another quote (the signal's touch, or a newer quote without depth) or took nothing.
+    """
+    if view is None or market is not view or step.market is None or step.market is view:
+        return None
+    return step.market
 
 
 def _available(raw_account: str | None, starting_cash: Decimal) -> Decimal:

@@ -390,6 +390,51 @@ def test_matcher_when_two_resting_orders_meet_one_tick_then_they_share_its_depth
     assert [o["working"]["remaining"] for o in desk.resting()] == [30]
 
 
+def test_engine_when_two_orders_meet_one_ticks_depth_then_the_second_gets_only_what_the_first_left() -> None:
+    # Asks 40 @ 1480.00, 30 @ 1480.05, 50 @ 1480.10. The first order takes 60: 40 @ 1480.00 and
+    # 20 @ 1480.05. The second, on the same tick, starts at the 10 left at 1480.05, then 1480.10.
+    desk = Desk()
+    desk.tick(T0, "1479.95", "1480.00", asks=ASKS, bids=BIDS)
+    desk.quote("1479.95", "1480.00")
+
+    _, (_, *first) = desk.signal(quantity=60)
+    _, (_, *second) = desk.signal(quantity=30, strategy="s2")
+
+    assert [(f.price, f.quantity) for f in _fills(first)] == [(D("1480.00"), 40), (D("1480.05"), 20)]
+    assert [(f.price, f.quantity) for f in _fills(second)] == [(D("1480.05"), 10), (D("1480.10"), 20)]
+    left = json.loads(desk.store.get(keys.paper_market("paper", TOKEN)) or "{}")
+    assert left["asks"] == [["1480.10", "30"]] and left["bids"] == [[p, str(q)] for p, q in BIDS]
+    # The next tick shows the book afresh.
+    desk.tick(T0 + timedelta(seconds=1), "1479.95", "1480.00", asks=ASKS, bids=BIDS)
+    _, (_, *third) = desk.signal(quantity=10, strategy="s2", tick_time=T0 + timedelta(seconds=1))
+    assert [(f.price, f.quantity) for f in _fills(third)] == [(D("1480.00"), 10)]
+
+
+def test_matcher_when_resting_orders_take_a_ticks_depth_then_a_new_order_on_that_tick_gets_the_rest() -> None:
+    desk = Desk()
+    desk.quote("1479.95", "1480.00")
+    _, (resting,) = desk.signal(quantity=50, **_limit("1470.00"))
+    at = T0 + timedelta(seconds=1)
+
+    matched = desk.tick(at, "1469.90", "1469.95", asks=[("1469.95", 70), ("1470.00", 100)])
+    desk.quote("1469.90", "1469.95", at=at)
+    _, (_, *new) = desk.signal(quantity=40, strategy="s2", tick_time=at)
+
+    assert [(f.order_id, f.quantity) for f in _fills(matched)] == [(_submitted(resting).order_id, 50)]
+    # 20 of the 70 at 1469.95 are left for the new order; the rest of it pays 1470.00.
+    assert [(f.price, f.quantity) for f in _fills(new)] == [(D("1469.95"), 20), (D("1470.00"), 20)]
+
+
+def test_engine_when_the_order_meets_the_signals_touch_then_the_matchers_tick_is_not_rewritten() -> None:
+    desk = Desk(fill_quote="signal")
+    desk.tick(T0, "1479.95", "1480.00", asks=ASKS, bids=BIDS)
+    before = desk.store.get(keys.paper_market("paper", TOKEN))
+
+    desk.signal(quantity=60, bid=D("1479.95"), ask=D("1480.00"))
+
+    assert desk.store.get(keys.paper_market("paper", TOKEN)) == before
+
+
 # --- funds, margin, kill switch, validation ---------------------------------------------------
 
 
