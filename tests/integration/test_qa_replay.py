@@ -283,7 +283,9 @@ def _live(state: dict[str, str]) -> dict[str, object]:
     order arrives, so two runs of the same ticks differ in fill prices, cash, PnL and even the
     number of trades (measured: with no replay at all, 32 or 34). Quotes, indicators and position
     sizes do not; a replayed tick leaking into live state would move them, and the causation
-    check in `_trade` catches any live output of a replayed tick."""
+    check in `_trade` catches any live output of a replayed tick. The matcher's last tick
+    (`paper:paper:market:*`) keeps which tick it is, not its depth: what is left of that depth
+    depends on whether the last orders met that tick or the quote before it, the same race."""
     out: dict[str, object] = {}
     for k, v in state.items():
         if k.startswith(f"{BROKER}:"):
@@ -293,6 +295,8 @@ def _live(state: dict[str, str]) -> dict[str, object]:
             out[k] = {t: p["q"] for t, p in book["positions"].items()}
         elif k.startswith("paper:risk:strategy:"):
             out[k] = {t: q for t, (q, _notional) in json.loads(v).items()}
+        elif k.startswith("paper:paper:market:"):
+            out[k] = {f: x for f, x in json.loads(v).items() if f not in ("bids", "asks")}
         elif k.startswith(("paper:account", "paper:pnl:", "paper:risk:notional:", "paper:risk:gross")):
             out[k] = None  # fill-price dependent: present, value not compared
         else:
