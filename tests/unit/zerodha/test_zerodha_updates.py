@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -396,3 +397,25 @@ def test_processor_when_charges_estimated_and_kite_repeats_the_update_then_the_f
     rates = _live_rates().for_order(779521, "NSE", "MIS", AT)
     assert rates is not None
     assert sum(f.charges for f in fills) == charges_on_turnover(Side.BUY, 10, Decimal(8012), rates).total
+
+
+@pytest.mark.parametrize(
+    ("exchange", "average", "price"),
+    [
+        # Currency futures tick in 0.0025 rupees (the ticker divides CDS prices by 10^7).
+        ("CDS", 83.1225, Decimal("83.1225")),
+        # BSE currency derivatives: the ticker divides by 10^4.
+        ("BCD", 83.1175, Decimal("83.1175")),
+    ],
+)
+def test_interpret_when_currency_segment_fills_then_price_keeps_kites_sub_paisa_precision(
+    exchange: str, average: float, price: Decimal
+) -> None:
+    ctx = dataclasses.replace(CTX, exchange=exchange, tradingsymbol="USDINR26JANFUT", product="NRML")
+
+    meaning = interpret(_update("COMPLETE", 10, average, exchange=exchange), ctx, Progress(), AT)
+
+    (fill,) = [p for _, p in meaning.emitted]
+    assert isinstance(fill, OrderFilled)
+    assert fill.price == price
+    assert meaning.progress.value == price * 10
