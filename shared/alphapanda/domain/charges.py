@@ -600,7 +600,7 @@ def dp_charge(amount: Decimal, gst_pct: Decimal) -> Decimal:
     Not part of an order's charges: the depository levies it when shares leave the demat
     account, once per scrip per day, and it shows in the funds ledger, not the contract note.
     """
-    return (amount * (1 + gst_pct / 100)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return _round_paisa(amount * (1 + gst_pct / 100))
 
 
 def sold_from_holdings(

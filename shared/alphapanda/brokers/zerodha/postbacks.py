@@ -168,23 +168,24 @@ class PostbackEndpoint:
         events = self._processor().process(update)
         if events is None:
             return PostbackResponse(200, "ignored: not an Alpha Panda order")
+        failure: Exception | None = None
         for attempt in range(self._attempts):
+            if attempt:
+                self._sleep(self._backoff_s * 2 ** (attempt - 1))
             try:
                 self._publisher().publish(events)
                 return PostbackResponse(200, f"ok: {len(events)} events")
             except Exception as exc:  # Kafka unreachable or not acknowledging: tried again
-                if attempt + 1 == self._attempts:
-                    log.error(
-                        "order update %s (%s) not published after %d attempts: %s; the same "
-                        "update again publishes it, and `alphapanda reconcile` shows what it misses",
-                        update.order_id,
-                        update.status,
-                        self._attempts,
-                        exc,
-                    )
-                    return PostbackResponse(503, f"not published: {exc}")
-                self._sleep(self._backoff_s * 2**attempt)
-        raise AssertionError("unreachable: the last attempt returns")
+                failure = exc
+        log.error(
+            "order update %s (%s) not published after %d attempts: %s; the same update again "
+            "publishes it, and `alphapanda reconcile` shows what it misses",
+            update.order_id,
+            update.status,
+            self._attempts,
+            failure,
+        )
+        return PostbackResponse(503, f"not published: {failure}")
 
 
 def zerodha_broker(settings: Settings) -> str:

@@ -25,14 +25,13 @@ from typing import Any
 
 from alphapanda.config import KiteSettings
 from alphapanda.domain.portfolio import Book
-from alphapanda.events import Alert, Event, EventType, Severity, derive_id, now, source_of
+from alphapanda.events import Alert, Event, EventType, Product, Severity, derive_id, now, source_of
 from alphapanda.state import keys as core_keys
 from alphapanda.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
 SOURCE_FUNCTION = "reconcile"
-DELIVERY = "CNC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +49,7 @@ class PositionBreak:
     @property
     def label(self) -> str:
         name = f"{self.exchange}:{self.tradingsymbol}" if self.tradingsymbol else str(self.instrument_token)
-        return f"{name} {DELIVERY}" if self.delivery else name
+        return f"{name} {Product.CNC.value}" if self.delivery else name
 
 
 def book_positions(books: Mapping[str, Book], *, delivery: bool = False) -> dict[int, int]:
@@ -59,7 +58,7 @@ def book_positions(books: Mapping[str, Book], *, delivery: bool = False) -> dict
     out: dict[int, int] = {}
     for book in books.values():
         for token, position in book.positions:
-            if (position.product == DELIVERY) is delivery:
+            if (position.product == Product.CNC) is delivery:
                 out[token] = out.get(token, 0) + position.net_quantity
     return out
 
@@ -71,7 +70,7 @@ def kite_positions(
     product but CNC, or with `delivery` of CNC only."""
     out: dict[int, tuple[int, str, str]] = {}
     for row in positions.get("net") or ():
-        if (str(row.get("product") or "") == DELIVERY) is delivery:
+        if (row.get("product") == Product.CNC) is delivery:
             _add(out, row, int(row.get("quantity") or 0))
     return out
 
