@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alphapanda.config import RiskLimits, describe_validation_error
+from alphapanda.domain.charges import segment_for
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.strategy import Strategy, StrategyConfigError, build_strategy
 from alphapanda.events import Product
@@ -151,11 +152,17 @@ def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) 
     return specs
 
 
-_PRODUCTS_OF: dict[str, tuple[Product, ...]] = {
-    "equity": (Product.MIS, Product.CNC),
-    "fno": (Product.MIS, Product.NRML),
-}
-"""The products Kite takes for each asset class: CNC is equity delivery, NRML carries F&O."""
+def _products_for(instrument_type: str) -> list[Product]:
+    """The products an instrument of `instrument_type` trades as: those the charges engine
+    prices for it (`segment_for`, Kite's product/instrument rules), MIS first."""
+    allowed = []
+    for product in Product:
+        try:
+            segment_for(product, instrument_type)
+        except ValueError:
+            continue
+        allowed.append(product)
+    return sorted(allowed, key=lambda p: p is not Product.MIS)
 
 
 def _product_problem(product: Product, strategy: Strategy, instruments: Sequence[Instrument]) -> str | None:
@@ -165,7 +172,7 @@ def _product_problem(product: Product, strategy: Strategy, instruments: Sequence
     refused with a reason instead of having every signal rejected by Kite or the risk manager.
     """
     for inst in instruments:
-        allowed = _PRODUCTS_OF[inst.asset_class]
+        allowed = _products_for(inst.instrument_type)
         if product not in allowed:
             kind = "an equity" if inst.asset_class == "equity" else "a futures or options contract"
             return (
