@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
 
+from alphapanda import telemetry
 from alphapanda.bus.dispatcher import Dispatcher
 from alphapanda.bus.kafka import from_kafka
 from alphapanda.bus.log import partition_end
@@ -17,11 +22,30 @@ from alphapanda.config import Settings, load_settings
 from alphapanda.events import IST, Event
 from alphapanda.feed import TickStamper
 from alphapanda.runtime.bootstrap import build_core, connect
+from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 from alphapanda.runtime.feed import fixed_simulation
 from alphapanda.state.store import RedisStateStore
 from alphapanda.topics import all_topics, bindings
 
 START = datetime(2026, 1, 5, 9, 15, tzinfo=IST)
+
+
+@contextlib.contextmanager
+def traced_servers() -> Iterator[tuple[InMemorySpanExporter, EmbeddedKafka, EmbeddedRedis]]:
+    """Tracing into memory (spans exported as they end) around a broker and a redis-server of
+    their own; tracing is reset afterwards, so other modules run untraced."""
+    exporter = InMemorySpanExporter()
+    telemetry.configure_tracing([exporter], batch=False)
+    try:
+        with EmbeddedKafka() as kafka, EmbeddedRedis() as redis_server:
+            yield exporter, kafka, redis_server
+    finally:
+        telemetry.reset_tracing()
+
+
+def metric_sample(name: str, labels: dict[str, str]) -> float:
+    """A Prometheus sample of this process's registry, 0 before it was ever set."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @dataclass

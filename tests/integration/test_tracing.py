@@ -11,14 +11,20 @@ from dataclasses import dataclass
 import pytest
 import requests
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pipeline_harness import Pipeline, Record, events_of, read_all, settings_for, tick_events
-from prometheus_client import REGISTRY
+from pipeline_harness import (
+    Pipeline,
+    Record,
+    events_of,
+    metric_sample,
+    read_all,
+    settings_for,
+    tick_events,
+    traced_servers,
+)
 
-from alphapanda import cli_trace, telemetry, topics
+from alphapanda import cli_trace, topics
 from alphapanda.events import Event, Signal
 from alphapanda.metrics import start_metrics_server
-from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 
 BROKERS = ("paper", "paper-2")
 STRATEGIES = """
@@ -66,37 +72,28 @@ class Run:
         return events_of([r for r in self.log.get(topic, []) if "ce_id" in r.headers])
 
 
-def _sample(name: str, labels: dict[str, str]) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """One traced run of the pipeline for two paper brokers, shared by the tests of this module."""
     strategies = tmp_path_factory.mktemp("tracing") / "strategies.yaml"
     strategies.write_text(STRATEGIES)
-    exporter = InMemorySpanExporter()
-    telemetry.configure_tracing([exporter], batch=False)
-    try:
-        with EmbeddedKafka() as kafka, EmbeddedRedis() as redis_server:
-            settings = settings_for(
-                kafka.bootstrap_servers,
-                redis_server.url,
-                strategies,
-                brokers=",".join(BROKERS),
-                broker={b: {"fills": {"fill_quote": "signal"}} for b in BROKERS},
-            )
-            before = {k: _sample(*v) for k, v in WATCHED.items()}
-            with Pipeline(settings) as pipeline:
-                pipeline.publish(tick_events(settings, TICKS, instruments=4))
-                # A poison record, to see the dead-letter counter move.
-                pipeline.publish_raw(topics.market_ticks("equity"), b"738561", b"{not json", [])
-                pipeline.drain()
-            deltas = {k: _sample(*v) - before[k] for k, v in WATCHED.items()}
-            log = read_all(kafka.bootstrap_servers, list(BROKERS))
-            yield Run(kafka.bootstrap_servers, list(exporter.get_finished_spans()), log, deltas)
-    finally:
-        telemetry.reset_tracing()
+    with traced_servers() as (exporter, kafka, redis_server):
+        settings = settings_for(
+            kafka.bootstrap_servers,
+            redis_server.url,
+            strategies,
+            brokers=",".join(BROKERS),
+            broker={b: {"fills": {"fill_quote": "signal"}} for b in BROKERS},
+        )
+        before = {k: metric_sample(*v) for k, v in WATCHED.items()}
+        with Pipeline(settings) as pipeline:
+            pipeline.publish(tick_events(settings, TICKS, instruments=4))
+            # A poison record, to see the dead-letter counter move.
+            pipeline.publish_raw(topics.market_ticks("equity"), b"738561", b"{not json", [])
+            pipeline.drain()
+        deltas = {k: metric_sample(*v) - before[k] for k, v in WATCHED.items()}
+        log = read_all(kafka.bootstrap_servers, list(BROKERS))
+        yield Run(kafka.bootstrap_servers, list(exporter.get_finished_spans()), log, deltas)
 
 
 def _trace_id(traceparent: str | None) -> str:

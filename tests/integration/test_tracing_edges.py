@@ -8,15 +8,21 @@ from dataclasses import dataclass
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from pipeline_harness import Pipeline, Record, events_of, read_all, settings_for, tick_events
-from prometheus_client import REGISTRY
+from pipeline_harness import (
+    Pipeline,
+    Record,
+    events_of,
+    metric_sample,
+    read_all,
+    settings_for,
+    tick_events,
+    traced_servers,
+)
 from test_tracing import _trace  # `alphapanda trace` on a run's log, as test_tracing runs it
 
-from alphapanda import telemetry, topics
+from alphapanda import topics
 from alphapanda.events import Event
-from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
 
 BROKERS = ("paper", "paper-2")
 REJECTING = "paper-2"
@@ -94,10 +100,6 @@ class Run:
         return events_of([r for r in self.log.get(topic, []) if "ce_id" in r.headers])
 
 
-def _sample(name: str, labels: dict[str, str]) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """Ticks through the pipeline, then every tick record again (as Kafka redelivers it after a
@@ -105,43 +107,38 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     not a CloudEvent at all."""
     strategies = tmp_path_factory.mktemp("tracing-edges") / "strategies.yaml"
     strategies.write_text(STRATEGIES)
-    exporter = InMemorySpanExporter()
-    telemetry.configure_tracing([exporter], batch=False)
-    try:
-        with EmbeddedKafka() as kafka, EmbeddedRedis() as redis_server:
-            settings = settings_for(
-                kafka.bootstrap_servers,
-                redis_server.url,
-                strategies,
-                brokers=",".join(BROKERS),
-                broker={
-                    "paper": {"fills": {"fill_quote": "signal"}},
-                    REJECTING: {"risk": {"max_order_value": 1}},
-                },
-            )
-            before = {k: _sample(*v) for k, v in WATCHED.items()}
-            with Pipeline(settings) as pipeline:
-                pipeline.publish(tick_events(settings, TICKS, instruments=4))
-                pipeline.drain()
-                first = read_all(kafka.bootstrap_servers, list(BROKERS))[TICK_TOPIC]
-                for record in first:
-                    pipeline.publish_raw(
-                        TICK_TOPIC, record.key, record.value or b"", list(record.headers.items())
-                    )
-                # A tick of its own idea (its own id and correlation id, the trace of a real tick)
-                # whose payload is broken: readable headers, unreadable event.
-                headers = dict(first[0].headers)
-                headers["ce_id"] = b"poison-tick"
-                headers["ce_correlationid"] = POISON_IDEA.encode()
-                pipeline.publish_raw(TICK_TOPIC, first[0].key, b"{not json", list(headers.items()))
-                pipeline.publish_raw(TICK_TOPIC, b"738561", b"not a cloudevent", [])
-                pipeline.drain()
-            deltas = {k: _sample(*v) - before[k] for k, v in WATCHED.items()}
-            log = read_all(kafka.bootstrap_servers, list(BROKERS))
-            poison_trace = headers["traceparent"].decode().split("-")[1]
-            yield Run(kafka.bootstrap_servers, list(exporter.get_finished_spans()), log, deltas, poison_trace)
-    finally:
-        telemetry.reset_tracing()
+    with traced_servers() as (exporter, kafka, redis_server):
+        settings = settings_for(
+            kafka.bootstrap_servers,
+            redis_server.url,
+            strategies,
+            brokers=",".join(BROKERS),
+            broker={
+                "paper": {"fills": {"fill_quote": "signal"}},
+                REJECTING: {"risk": {"max_order_value": 1}},
+            },
+        )
+        before = {k: metric_sample(*v) for k, v in WATCHED.items()}
+        with Pipeline(settings) as pipeline:
+            pipeline.publish(tick_events(settings, TICKS, instruments=4))
+            pipeline.drain()
+            first = read_all(kafka.bootstrap_servers, list(BROKERS))[TICK_TOPIC]
+            for record in first:
+                pipeline.publish_raw(
+                    TICK_TOPIC, record.key, record.value or b"", list(record.headers.items())
+                )
+            # A tick of its own idea (its own id and correlation id, the trace of a real tick)
+            # whose payload is broken: readable headers, unreadable event.
+            headers = dict(first[0].headers)
+            headers["ce_id"] = b"poison-tick"
+            headers["ce_correlationid"] = POISON_IDEA.encode()
+            pipeline.publish_raw(TICK_TOPIC, first[0].key, b"{not json", list(headers.items()))
+            pipeline.publish_raw(TICK_TOPIC, b"738561", b"not a cloudevent", [])
+            pipeline.drain()
+        deltas = {k: metric_sample(*v) - before[k] for k, v in WATCHED.items()}
+        log = read_all(kafka.bootstrap_servers, list(BROKERS))
+        poison_trace = headers["traceparent"].decode().split("-")[1]
+        yield Run(kafka.bootstrap_servers, list(exporter.get_finished_spans()), log, deltas, poison_trace)
 
 
 def _attrs(span: ReadableSpan) -> dict[str, object]:
