@@ -30,7 +30,7 @@ from alphapanda.domain.charges import ChargeRates, ChargeSchedule, load_charge_s
 from alphapanda.domain.fills import OrderExecution, charge_lines, on_tick_grid, slipped_price
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.margin import check_funds, required_margin
-from alphapanda.domain.matching import Execution, Market, MatchOrder, MatchRules, Outcome, match
+from alphapanda.domain.matching import Execution, Market, MatchOrder, MatchRules, Outcome, is_triggered, match
 from alphapanda.events import (
     IST,
     OrderCancelled,
@@ -371,6 +371,9 @@ class PaperTrader:
             return str(exc), _ZERO
         if market is None:
             return f"no market data yet for {signal.tradingsymbol}", _ZERO
+        trigger_problem = _trigger_problem(signal, market.last)
+        if trigger_problem is not None:
+            return trigger_problem, _ZERO
         required = required_margin(
             signal.product,
             signal.side,
@@ -639,6 +642,24 @@ def _price_problem(signal: Signal, tick_size: Decimal) -> str | None:
         if signal.side is Side.SELL and signal.limit_price > signal.trigger_price:
             return "a sell SL order's limit price must be at or below its trigger price"
     return None
+
+
+def _trigger_problem(signal: Signal, last: Decimal) -> str | None:
+    """Why Kite's RMS would refuse a stop the market has already passed, or None.
+
+    Zerodha rejects a stop-loss buy whose trigger is not above the last traded price (a sell:
+    not below) rather than triggering it at once, with these messages; the local Kite sandbox
+    answers the same, so a strategy meets the same refusal on paper as live.
+    """
+    if signal.order_type not in (OrderType.SL, OrderType.SL_M) or signal.trigger_price is None:
+        return None
+    if not is_triggered(signal.side, signal.trigger_price, last):
+        return None
+    side, relation = ("buy", "higher") if signal.side is Side.BUY else ("sell", "lower")
+    return (
+        f"Trigger price for stoploss {side} orders should be {relation} than the last traded price"
+        f" (last traded {last}, trigger {signal.trigger_price})."
+    )
 
 
 def _margin_price(signal: Signal, market: Market) -> Decimal:

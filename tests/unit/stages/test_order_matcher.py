@@ -560,6 +560,32 @@ def test_matcher_when_sell_sl_m_trigger_is_reached_then_it_fills_as_a_market_ord
     assert desk.resting() == []
 
 
+@pytest.mark.parametrize(
+    ("side", "order_type", "trigger", "limit", "message"),
+    [
+        # Kite's RMS messages (the local Kite sandbox answers the same).
+        (Side.BUY, OrderType.SL_M, "1479.95", None, "stoploss buy orders should be higher"),
+        (Side.BUY, OrderType.SL, "1480.00", "1480.50", "stoploss buy orders should be higher"),
+        (Side.SELL, OrderType.SL_M, "1480.05", None, "stoploss sell orders should be lower"),
+        (Side.SELL, OrderType.SL, "1480.00", "1479.00", "stoploss sell orders should be lower"),
+    ],
+)
+def test_engine_when_a_stop_is_already_past_its_trigger_then_it_is_rejected_as_kite_rejects_it(
+    side: Side, order_type: OrderType, trigger: str, limit: str | None, message: str
+) -> None:
+    desk = Desk()
+    desk.quote("1479.95", "1480.05", ltp="1480.00")
+    limit_price = None if limit is None else D(limit)
+
+    _, (_, failed) = desk.signal(side, 10, order_type=order_type, trigger_price=D(trigger), limit_price=limit_price)
+
+    assert isinstance(failed.data, OrderFailed)
+    assert failed.data.reason == (
+        f"Trigger price for {message} than the last traded price (last traded 1480.00, trigger {trigger})."
+    )
+    assert desk.resting() == []
+
+
 def test_matcher_when_buy_sl_triggers_but_the_ask_is_beyond_its_limit_then_it_rests_as_a_limit() -> None:
     desk = Desk()
     desk.quote("1479.95", "1480.00")
