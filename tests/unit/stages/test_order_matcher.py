@@ -577,7 +577,9 @@ def test_engine_when_a_stop_is_already_past_its_trigger_then_it_is_rejected_as_k
     desk.quote("1479.95", "1480.05", ltp="1480.00")
     limit_price = None if limit is None else D(limit)
 
-    _, (_, failed) = desk.signal(side, 10, order_type=order_type, trigger_price=D(trigger), limit_price=limit_price)
+    _, (_, failed) = desk.signal(
+        side, 10, order_type=order_type, trigger_price=D(trigger), limit_price=limit_price
+    )
 
     assert isinstance(failed.data, OrderFailed)
     assert failed.data.reason == (
