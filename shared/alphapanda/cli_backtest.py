@@ -304,6 +304,8 @@ def _backtest(args: argparse.Namespace) -> int:
     rate = report.ticks / elapsed if elapsed > 0 else 0.0
     # Wall-clock figures go to the terminal only: the JSON report must be the same on every run.
     print(f"  speed           {rate:,.0f} ticks/s ({elapsed:.2f} s)")
+    for warning in strategy_failure_notes(result.alerts):
+        print(warning, file=sys.stderr)
     if watch is not None:
         for note in (watch.unknown_note(args.ticks), watch.repeat_note(args.ticks)):
             if note is not None:
@@ -317,6 +319,33 @@ def _backtest(args: argparse.Namespace) -> int:
             return code
         print(f"plot: {args.plot}")
     return 0
+
+
+def strategy_failure_notes(alerts: Iterable[Event]) -> list[str]:
+    """One line per strategy of the user's own that failed on some ticks: how many, and the first.
+
+    The run goes on without it on those ticks (as the pipeline does), so this is how a backtest
+    shows the bug; each failure is one alert per broker, counted here once per tick."""
+    from alphapanda.events import Alert
+
+    firsts: dict[str, str] = {}
+    ticks: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    for event in alerts:
+        alert = event.data
+        if not isinstance(alert, Alert) or alert.kind != "strategy_error":
+            continue
+        name = alert.details["strategy"]
+        if (event.causationid, name) in seen:
+            continue  # the same tick's alert for the strategy's next broker
+        seen.add((event.causationid, name))
+        ticks[name] += 1
+        firsts.setdefault(name, alert.message)
+    return [
+        f"warning: strategy {name!r} failed on {ticks[name]:,} ticks and sent nothing on them; "
+        f"the first: {firsts[name]}"
+        for name in firsts
+    ]
 
 
 def _redis_store(stack: contextlib.ExitStack, settings: Settings) -> StateStore:

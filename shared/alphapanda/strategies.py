@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alphapanda.config import RiskLimits, describe_validation_error
 from alphapanda.domain.charges import segment_for
 from alphapanda.domain.instruments import Instrument
-from alphapanda.domain.strategy import Strategy, StrategyConfigError, build_strategy
+from alphapanda.domain.strategy import STRATEGY_KINDS, Strategy, StrategyConfigError, build_strategy
 from alphapanda.events import Product
 from alphapanda.topics import validate_broker_name
 
@@ -48,7 +49,11 @@ class StrategyEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9_]+$", description="Lowercase letters, digits, underscores.")
-    kind: str
+    kind: str = Field(
+        min_length=1,
+        description="A built-in strategy (ema_crossover) or `module:Class`, a strategy class of "
+        "your own that Python can import.",
+    )
     instruments: list[str] | Literal["all"]
     brokers: list[str] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -75,6 +80,9 @@ class StrategySpec:
     risk: StrategyRisk = field(default_factory=StrategyRisk)
     product: Product = Product.MIS
     """The product of every order the strategy sends."""
+    builtin: bool = True
+    """One of `STRATEGY_KINDS`, whose state is known to be plain JSON; a strategy class of the
+    user's own (`module:Class`) is not, so the backtest keeps its state as the pipeline does."""
 
 
 _SEE_SHIPPED = "(see the shipped alphapanda/data/strategies.yaml)"
@@ -140,16 +148,79 @@ def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) 
         try:
             for b in entry.brokers:
                 validate_broker_name(b)
-            strategy = build_strategy(entry.kind, entry.params)
+            strategy = (
+                build_strategy(entry.kind, entry.params)
+                if entry.kind in STRATEGY_KINDS or ":" not in entry.kind
+                else build_user_strategy(entry.kind, entry.params)
+            )
         except (StrategyConfigError, ValueError) as exc:
             raise StrategyConfigError(f"{where}: {exc}") from None
         problem = _product_problem(entry.product, strategy, [by_token[t] for t in sorted(tokens)])
         if problem:
             raise StrategyConfigError(f"{where}: {problem}")
         specs.append(
-            StrategySpec(entry.name, strategy, tokens, tuple(entry.brokers), entry.risk, entry.product)
+            StrategySpec(
+                entry.name,
+                strategy,
+                tokens,
+                tuple(entry.brokers),
+                entry.risk,
+                entry.product,
+                builtin=entry.kind in STRATEGY_KINDS,
+            )
         )
     return specs
+
+
+def build_user_strategy(kind: str, params: Mapping[str, Any]) -> Strategy:
+    """Import `module:Class` and build it with `params`; `StrategyConfigError` says what is wrong.
+
+    The class needs `on_tick(state, tick) -> (state, intents)` (see `domain.strategy.Strategy`);
+    `sells_short` is optional (without it the strategy is taken to sell short). Imported here,
+    not in the domain: importing runs the user's module, which is I/O the pure core keeps out.
+    """
+    module_name, _, class_name = kind.partition(":")
+    if not module_name or not class_name or not all(p.isidentifier() for p in module_name.split(".")):
+        raise StrategyConfigError(
+            f"kind {kind!r} is neither a built-in ({', '.join(STRATEGY_KINDS)}) nor `module:Class`"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise StrategyConfigError(
+            f"cannot import module {module_name!r} of kind {kind!r} ({exc}): install it, or add "
+            "its directory to PYTHONPATH"
+        ) from None
+    except Exception as exc:  # the user's module failed while it was imported
+        raise StrategyConfigError(
+            f"importing module {module_name!r} of kind {kind!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if not callable(cls):
+        raise StrategyConfigError(f"module {module_name!r} has no class {class_name!r}")
+    try:
+        strategy = cls(**params)
+    except StrategyConfigError:
+        raise
+    except Exception as exc:  # wrong params, or the class's own checks refused them
+        raise StrategyConfigError(f"{kind} params are wrong: {type(exc).__name__}: {exc}") from None
+    if not callable(getattr(strategy, "on_tick", None)):
+        raise StrategyConfigError(f"{kind} has no on_tick(state, tick) method")
+    if not hasattr(strategy, "sells_short"):
+        strategy = _SellsShort(strategy)
+    return strategy  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class _SellsShort:
+    """A user's strategy without `sells_short`, taken to sell short (refused as CNC unless it
+    says otherwise): the safe answer, since a delivery short sale is what must never be sent."""
+
+    inner: Any
+    sells_short: bool = True
+
+    def on_tick(self, state: Any, tick: Any) -> Any:
+        return self.inner.on_tick(state, tick)
 
 
 def _products_for(instrument_type: str) -> list[Product]:

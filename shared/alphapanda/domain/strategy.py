@@ -122,7 +122,10 @@ def build_strategy(kind: str, params: Mapping[str, Any]) -> Strategy:
     """Build a strategy of `kind` from its params; raise `StrategyConfigError` naming what is wrong."""
     cls = STRATEGY_KINDS.get(kind)
     if cls is None:
-        raise StrategyConfigError(f"unknown strategy kind {kind!r}; known: {', '.join(STRATEGY_KINDS)}")
+        raise StrategyConfigError(
+            f"unknown strategy kind {kind!r}; known: {', '.join(STRATEGY_KINDS)}, or `module:Class` "
+            "for a strategy class of your own"
+        )
     try:
         return cls(**params)
     except TypeError as exc:

@@ -58,7 +58,7 @@ from alphapanda.stages.order_matcher import OrderMatcher
 from alphapanda.stages.portfolio_manager import Account, DayPnl, PortfolioManager
 from alphapanda.stages.risk_ledger import LedgerView, ledger_reads
 from alphapanda.stages.risk_manager import RiskInputs, RiskManager, trading_day
-from alphapanda.stages.strategy_runner import StrategyRunner
+from alphapanda.stages.strategy_runner import StrategyFailed, StrategyRunner, user_tick
 from alphapanda.stages.trading_engine import TradingEngine, depth_left
 from alphapanda.state import keys
 from alphapanda.state.store import Decide, Republished, StateStore
@@ -171,6 +171,9 @@ class BacktestResult:
     report: Report
     fills: list[Event]
     events: Counter[str] = field(default_factory=Counter)
+    alerts: list[Event] = field(default_factory=list)
+    """The run's alerts (`{broker}.alerts`): a user's strategy failing on a tick, the daily loss
+    limit turning a broker to REDUCING, ..."""
 
 
 def _dumps_sorted(value: Any) -> str:
@@ -327,12 +330,14 @@ class Backtest:
         self._ledger_keys: dict[tuple[str, int, str], list[str]] = {}
         self._strategy_totals: dict[str, tuple[dict[str, list[str]], Decimal | None]] = {}
         self._handlers: dict[tuple[EventType, str | None], list[Callable[[Event], list[Event]]]] = {}
+        self._alerts: list[Event] = []
 
     def _fast_routes_ok(self) -> bool:
         known = (StrategyRunner, OrderMatcher, RiskManager, TradingEngine, PortfolioManager)
         return all(isinstance(s, known) for ss in self._routes.values() for s in ss)
 
     def run(self, ticks: Iterable[Event | TickRow], progress: Progress | None = None) -> BacktestResult:
+        self._alerts = []
         if self._fast:
             return self._run_fast(ticks, progress)
         return self._run_general((t.event() if isinstance(t, TickRow) else t for t in ticks), progress)
@@ -355,6 +360,8 @@ class Backtest:
                 caused = [
                     e for stage in routes.get(event.topic, ()) for e in stages.process(stage, event, store)
                 ]
+                if event.type is EventType.ALERT:
+                    self._alerts.append(event)
                 if event.type is EventType.ORDER_FILLED:
                     # Recorded once the portfolio took it: a DP charge comes with its snapshot.
                     fills.append(event)
@@ -371,7 +378,7 @@ class Backtest:
             progress(n % 1000)
         tracker.finish()
         report = build_report(tracker, records, ticks=n, events=dict(counts))
-        return BacktestResult(report, fills, counts)
+        return BacktestResult(report, fills, counts, self._alerts)
 
     # --- the fast path --------------------------------------------------------------------
 
@@ -458,7 +465,18 @@ class Backtest:
                 view = TickView(token, mid, row[5])
                 states = inst.states
                 for index, strategy in enumerate(inst.strategies):
-                    state, intents = strategy.on_tick(states[index], view)
+                    spec = inst.specs[index]
+                    if spec.builtin:
+                        state, intents = strategy.on_tick(states[index], view)
+                    else:
+                        # A user's strategy: its state through JSON, as the pipeline stores it,
+                        # and a failure is an alert, as the pipeline's runner answers it.
+                        try:
+                            state, intents = user_tick(spec, states[index], view)
+                        except StrategyFailed as failed:
+                            alerts = runner.failed(inst.tick_event(), spec, failed)
+                            outputs = alerts if outputs is None else outputs + alerts
+                            continue
                     states[index] = state
                     if intents:
                         signals = signals_of(inst.tick_event(), inst.specs[index], intents, mid)
@@ -501,7 +519,7 @@ class Backtest:
             tracker.seen(at)
         tracker.finish()
         report = build_report(tracker, records, ticks=n, events=dict(counts))
-        return BacktestResult(report, fills, counts)
+        return BacktestResult(report, fills, counts, self._alerts)
 
     def _scoped_tick(
         self, event: Event, counts: Counter[str], fills: list[Event], records: list[FillRecord]
@@ -528,6 +546,8 @@ class Backtest:
         while queue:
             event = queue.popleft()
             counts[_TYPE_NAME[event.type]] += 1
+            if event.type is EventType.ALERT:
+                self._alerts.append(event)
             handlers = handlers_of.get((event.type, event.broker)) if event.type is not _TICK else None
             if handlers is None:
                 handlers = self._handlers_for(event)

@@ -13,8 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from alphapanda.domain.strategy import OrderIntent, TickView
-from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, Signal, derive_id, source_of
+from alphapanda.domain.strategy import OrderIntent, StrategyState, TickView
+from alphapanda.events import (
+    Alert,
+    Event,
+    EventType,
+    InvalidEvent,
+    MarketTick,
+    Severity,
+    Side,
+    Signal,
+    derive_id,
+    source_of,
+)
 from alphapanda.state import keys
 from alphapanda.state.store import Decision
 from alphapanda.strategies import StrategySpec
@@ -60,10 +71,46 @@ class StrategyRunner:
         for spec in self._specs_for(token):
             key = keys.indicator(spec.name, token, scope)
             raw = values.get(key)
-            state, intents = spec.strategy.on_tick(json.loads(raw) if raw else None, view)
-            writes[key] = json.dumps(state)
+            if spec.builtin:
+                state, intents = spec.strategy.on_tick(json.loads(raw) if raw else None, view)
+                writes[key] = json.dumps(state)
+            else:
+                try:
+                    state, intents = user_tick(spec, json.loads(raw) if raw else None, view)
+                except StrategyFailed as failed:
+                    outputs.extend(self.failed(event, spec, failed))
+                    continue
+                writes[key] = json.dumps(state)
             outputs.extend(self.signals(event, spec, intents, view.mid))
         return Decision(outputs=outputs, writes=writes)
+
+    def failed(self, event: Event, spec: StrategySpec, failure: StrategyFailed) -> list[Event]:
+        """The alerts, one per broker the tick feeds for `spec`, that its strategy failed on it.
+
+        A user's strategy that raises is that strategy's fault, not the tick's: its state stays
+        as it was, it sends nothing for this tick, and the other strategies of the instrument
+        trade on as before (dead-lettering the tick would take it from all of them)."""
+        tick = _tick(event)
+        message = (
+            f"strategy {spec.name!r} failed on {tick.exchange}:{tick.tradingsymbol} at "
+            f"{tick.exchange_timestamp.isoformat()}: {failure}; it sent nothing for this tick"
+        )
+        alert = Alert(
+            kind="strategy_error",
+            severity=Severity.WARNING,
+            message=message,
+            details={"strategy": spec.name, "instrument_token": str(tick.instrument_token)},
+            raised_at=tick.exchange_timestamp,
+        )
+        source = source_of(self.function.value)
+        return [
+            event.child(f"{spec.name}/failed/{broker}", alert, source=source, broker=broker)
+            for broker in self._targets(spec, _scope(event))
+        ]
+
+    def _targets(self, spec: StrategySpec, scope: str | None) -> list[str]:
+        """The brokers a tick of `scope` feeds for `spec`."""
+        return [b for b in spec.brokers if b in self.brokers and market_scope(b) == scope]
 
     def signals(
         self, event: Event, spec: StrategySpec, intents: Sequence[OrderIntent], mid: Decimal
@@ -76,8 +123,7 @@ class StrategyRunner:
         tick = _tick(event)
         scope = _scope(event)
         source = source_of(self.function.value)
-        # The brokers this tick feeds for the strategy: the same for each of its intents.
-        targets = [b for b in spec.brokers if b in self.brokers and market_scope(b) == scope]
+        targets = self._targets(spec, scope)  # the same for each of its intents
         outputs: list[Event] = []
         for n, intent in enumerate(intents):
             # One trading idea, one correlation id, shared by the copy sent to every broker.
@@ -107,6 +153,45 @@ class StrategyRunner:
                     )
                 )
         return outputs
+
+
+class StrategyFailed(Exception):
+    """A user's strategy raised, or answered something that is not (JSON state, intents)."""
+
+
+def user_tick(
+    spec: StrategySpec, state: StrategyState | None, view: TickView
+) -> tuple[StrategyState, list[OrderIntent]]:
+    """`on_tick` of a user's strategy, checked: its new state as the store will give it back
+    (through JSON, so a backtest sees what the pipeline sees) and its intents, or
+    `StrategyFailed` saying what went wrong."""
+    try:
+        answer = spec.strategy.on_tick(state, view)
+    except Exception as exc:  # the user's code: any exception is its own failure
+        raise StrategyFailed(f"on_tick raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(answer, tuple) or len(answer) != 2:
+        raise StrategyFailed(f"on_tick must return (state, intents), not {type(answer).__name__}")
+    new_state, intents = answer
+    try:
+        kept = json.loads(json.dumps(new_state))
+    except (TypeError, ValueError) as exc:
+        raise StrategyFailed(f"its state must be plain JSON (dicts, lists, str, numbers): {exc}") from None
+    if not isinstance(intents, list):
+        raise StrategyFailed(f"on_tick must return a list of OrderIntent, not {type(intents).__name__}")
+    for intent in intents:
+        if not isinstance(intent, OrderIntent):
+            raise StrategyFailed(f"on_tick returned {type(intent).__name__}, not an OrderIntent")
+        if (
+            not isinstance(intent.side, Side)
+            or type(intent.quantity) is not int
+            or intent.quantity <= 0
+            or not isinstance(intent.reason, str)
+        ):
+            raise StrategyFailed(
+                "an OrderIntent needs a Side, a whole quantity above 0 and a text reason (got "
+                f"{intent.side!r}, {intent.quantity!r}, {intent.reason!r})"
+            )
+    return kept, intents
 
 
 def quote_json(tick: MarketTick) -> str:
