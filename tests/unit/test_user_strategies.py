@@ -203,7 +203,9 @@ def test_channel_breakout_when_price_breaks_the_channel_then_it_goes_long_then_s
     state = None
     sent = []
     for price in ("100", "101", "100.5", "100.8", "101.5", "101", "99", "99.5"):
-        state, intents = strategy.on_tick(state, TickView(TOKEN, D(price), D(price)))
+        state, intents = strategy.on_tick(
+            state, TickView(TOKEN, D(price), D(price), D(price), D(price), 0, T0)
+        )
         sent.append([(i.side, i.quantity) for i in intents])
 
     # 101.5 breaks above 101 (the high of 101, 100.5, 100.8); 99 below 100.5 (of 100.8, 101.5, 101).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
@@ -32,6 +33,12 @@ class TickView(NamedTuple):
     instrument_token: int
     mid: Decimal
     last_price: Decimal
+    bid: Decimal
+    ask: Decimal
+    volume: int
+    """The day's traded volume so far, as the feed gives it (0 where it gives none)."""
+    at: datetime
+    """The exchange time of the tick (timezone-aware; `.astimezone(IST)` for market time)."""
 
 
 StrategyState = dict[str, Any]

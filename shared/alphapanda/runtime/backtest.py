@@ -462,7 +462,7 @@ class Backtest:
             mid = (row[6] + row[7]) / 2
             outputs: list[Event] | None = None
             if inst.specs:
-                view = TickView(token, mid, row[5])
+                view = TickView(token, mid, row[5], row[6], row[7], row[10], at)
                 states = inst.states
                 for index, strategy in enumerate(inst.strategies):
                     spec = inst.specs[index]

@@ -61,7 +61,15 @@ class StrategyRunner:
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
         tick = _tick(event)
         token = tick.instrument_token
-        view = TickView(token, (tick.bid + tick.ask) / 2, tick.last_price)
+        view = TickView(
+            token,
+            (tick.bid + tick.ask) / 2,
+            tick.last_price,
+            tick.bid,
+            tick.ask,
+            tick.volume,
+            tick.exchange_timestamp,
+        )
         scope = _scope(event)
         writes = {
             keys.quote(token, scope): quote_json(tick),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -15,11 +16,12 @@ from alphapanda.domain.strategy import (
     TickView,
     build_strategy,
 )
-from alphapanda.events import Side
+from alphapanda.events import IST, Side
 
 
 def _view(mid: str) -> TickView:
-    return TickView(instrument_token=738561, mid=Decimal(mid), last_price=Decimal(mid))
+    price = Decimal(mid)
+    return TickView(738561, price, price, price, price, 0, datetime(2026, 1, 5, 9, 15, tzinfo=IST))
 
 
 def _run(
