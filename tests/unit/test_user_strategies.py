@@ -55,6 +55,8 @@ class EveryTick:
 
     def on_tick(self, state, tick):
         n = 1 if state is None else state["n"] + 1
+        if state is not None:
+            state["n"] = n  # in place, before failing: a failure must leave no trace of it
         if tick.last_price > self.fail_above:
             raise ZeroDivisionError("division by zero")
         if self.bad_state:

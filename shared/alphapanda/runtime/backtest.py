@@ -232,7 +232,8 @@ class _Instrument:
         """The last tick as an event, once something needed it."""
         self.specs = specs
         self.strategies = [spec.strategy for spec in specs]
-        self.states: list[StrategyState | None] = [None] * len(specs)
+        self.states: list[StrategyState | str | None] = [None] * len(specs)
+        """Decoded state for a built-in strategy; the stored JSON text for a user's own."""
         self.matchers = matchers
         self.market: Market | None = None
         self.market_row: TickRow | None = None
@@ -286,7 +287,7 @@ class _Instrument:
 
     def state_text(self, index: int) -> str | None:
         state = self.states[index]
-        return None if state is None else json.dumps(state)
+        return state if state is None or isinstance(state, str) else json.dumps(state)
 
 
 @dataclass(slots=True)
@@ -467,17 +468,16 @@ class Backtest:
                 for index, strategy in enumerate(inst.strategies):
                     spec = inst.specs[index]
                     if spec.builtin:
-                        state, intents = strategy.on_tick(states[index], view)
+                        states[index], intents = strategy.on_tick(states[index], view)  # type: ignore[arg-type]
                     else:
-                        # A user's strategy: its state through JSON, as the pipeline stores it,
-                        # and a failure is an alert, as the pipeline's runner answers it.
+                        # A user's strategy: its state kept as the JSON text the pipeline
+                        # stores, and a failure an alert, as the pipeline's runner answers it.
                         try:
-                            state, intents = user_tick(spec, states[index], view)
+                            states[index], intents = user_tick(spec, states[index], view)  # type: ignore[arg-type]
                         except StrategyFailed as failed:
                             alerts = runner.failed(inst.tick_event(), spec, failed)
                             outputs = alerts if outputs is None else outputs + alerts
                             continue
-                    states[index] = state
                     if intents:
                         signals = signals_of(inst.tick_event(), inst.specs[index], intents, mid)
                         outputs = signals if outputs is None else outputs + signals

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from alphapanda.domain.strategy import OrderIntent, StrategyState, TickView
+from alphapanda.domain.strategy import OrderIntent, TickView
 from alphapanda.events import (
     Alert,
     Event,
@@ -84,11 +84,10 @@ class StrategyRunner:
                 writes[key] = json.dumps(state)
             else:
                 try:
-                    state, intents = user_tick(spec, json.loads(raw) if raw else None, view)
+                    writes[key], intents = user_tick(spec, raw, view)
                 except StrategyFailed as failed:
                     outputs.extend(self.failed(event, spec, failed))
                     continue
-                writes[key] = json.dumps(state)
             outputs.extend(self.signals(event, spec, intents, view.mid))
         return Decision(outputs=outputs, writes=writes)
 
@@ -167,21 +166,23 @@ class StrategyFailed(Exception):
     """A user's strategy raised, or answered something that is not (JSON state, intents)."""
 
 
-def user_tick(
-    spec: StrategySpec, state: StrategyState | None, view: TickView
-) -> tuple[StrategyState, list[OrderIntent]]:
-    """`on_tick` of a user's strategy, checked: its new state as the store will give it back
-    (through JSON, so a backtest sees what the pipeline sees) and its intents, or
-    `StrategyFailed` saying what went wrong."""
+def user_tick(spec: StrategySpec, raw: str | None, view: TickView) -> tuple[str, list[OrderIntent]]:
+    """`on_tick` of a user's strategy on its stored state `raw` (JSON text, or None before its
+    first tick), checked: its new state as JSON text and its intents, or `StrategyFailed`
+    saying what went wrong.
+
+    State goes in and out as text, decoded afresh for every call, in the pipeline and the
+    backtest alike: a strategy that changes the state it was given and then fails leaves no
+    trace in either, and one whose state JSON would change (a tuple) sees the same in both."""
     try:
-        answer = spec.strategy.on_tick(state, view)
+        answer = spec.strategy.on_tick(json.loads(raw) if raw else None, view)
     except Exception as exc:  # the user's code: any exception is its own failure
         raise StrategyFailed(f"on_tick raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(answer, tuple) or len(answer) != 2:
         raise StrategyFailed(f"on_tick must return (state, intents), not {type(answer).__name__}")
     new_state, intents = answer
     try:
-        kept = json.loads(json.dumps(new_state))
+        text = json.dumps(new_state)
     except (TypeError, ValueError) as exc:
         raise StrategyFailed(f"its state must be plain JSON (dicts, lists, str, numbers): {exc}") from None
     if not isinstance(intents, list):
@@ -199,7 +200,7 @@ def user_tick(
                 "an OrderIntent needs a Side, a whole quantity above 0 and a text reason (got "
                 f"{intent.side!r}, {intent.quantity!r}, {intent.reason!r})"
             )
-    return kept, intents
+    return text, intents
 
 
 def quote_json(tick: MarketTick) -> str:
