@@ -29,6 +29,7 @@ from alphapanda.feed import TickStamper
 
 if TYPE_CHECKING:
     from alphapanda.domain.instruments import Instrument
+    from alphapanda.runtime.backtest import BacktestResult
     from alphapanda.runtime.bootstrap import Core
     from alphapanda.runtime.tickfiles import TickRow
     from alphapanda.state.store import StateStore
@@ -304,7 +305,7 @@ def _backtest(args: argparse.Namespace) -> int:
     rate = report.ticks / elapsed if elapsed > 0 else 0.0
     # Wall-clock figures go to the terminal only: the JSON report must be the same on every run.
     print(f"  speed           {rate:,.0f} ticks/s ({elapsed:.2f} s)")
-    for warning in strategy_failure_notes(result.alerts):
+    for warning in strategy_failure_notes(result):
         print(warning, file=sys.stderr)
     if watch is not None:
         for note in (watch.unknown_note(args.ticks), watch.repeat_note(args.ticks)):
@@ -321,30 +322,23 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def strategy_failure_notes(alerts: Iterable[Event]) -> list[str]:
-    """One line per strategy of the user's own that failed on some ticks: how many, and the first.
+def strategy_failure_notes(result: BacktestResult) -> list[str]:
+    """One line per strategy of the user's own that failed on some ticks: how many, and the
+    first failure's alert.
 
     The run goes on without it on those ticks (as the pipeline does), so this is how a backtest
-    shows the bug; each failure is one alert per broker, counted here once per tick."""
+    shows the bug, with the exact count its thinned-out alerts do not give."""
     from alphapanda.events import Alert
 
     firsts: dict[str, str] = {}
-    ticks: Counter[str] = Counter()
-    seen: set[tuple[str, str]] = set()
-    for event in alerts:
+    for event in result.alerts:
         alert = event.data
-        if not isinstance(alert, Alert) or alert.kind != "strategy_error":
-            continue
-        name = alert.details["strategy"]
-        if (event.causationid, name) in seen:
-            continue  # the same tick's alert for the strategy's next broker
-        seen.add((event.causationid, name))
-        ticks[name] += 1
-        firsts.setdefault(name, alert.message)
+        if isinstance(alert, Alert) and alert.kind == "strategy_error":
+            firsts.setdefault(alert.details["strategy"], alert.message)
     return [
-        f"warning: strategy {name!r} failed on {ticks[name]:,} ticks and sent nothing on them; "
-        f"the first: {firsts[name]}"
-        for name in firsts
+        f"warning: strategy {name!r} failed on {count:,} tick{'s' if count != 1 else ''} and "
+        f"sent nothing on them; the first: {firsts.get(name, '(no alert: it trades on no broker here)')}"
+        for name, count in sorted(result.strategy_failures.items())
     ]
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,12 +22,12 @@ from alphapanda.cli_backtest import strategy_failure_notes
 from alphapanda.config import load_settings
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.strategy import OrderIntent, StrategyConfigError, TickView
-from alphapanda.events import IST, Alert, Event, MarketTick, Side, Signal, tick_event
+from alphapanda.events import IST, Alert, Event, MarketTick, Severity, Side, Signal, tick_event
 from alphapanda.feed import TickStamper
 from alphapanda.runtime.backtest import Backtest, BacktestStateStore
 from alphapanda.runtime.bootstrap import build_core
 from alphapanda.runtime.feed import fixed_simulation
-from alphapanda.stages.strategy_runner import StrategyRunner
+from alphapanda.stages.strategy_runner import StrategyRunner, failure_alerted
 from alphapanda.state import keys
 from alphapanda.state.store import MemoryStateStore
 from alphapanda.strategies import StrategySpec, parse_strategies
@@ -250,11 +251,12 @@ def test_runner_when_a_users_strategy_raises_then_it_alerts_each_broker_keeps_it
     assert isinstance(alert, Alert)
     assert (alert.kind, alert.details) == (
         "strategy_error",
-        {"strategy": "mine", "instrument_token": str(TOKEN)},
+        {"strategy": "mine", "instrument_token": str(TOKEN), "failures_in_a_row": "1"},
     )
     assert alert.message == (
         "strategy 'mine' failed on NSE:RELIANCE at 2026-01-05T09:15:02+05:30: on_tick raised "
-        "ZeroDivisionError: division by zero; it sent nothing for this tick"
+        "ZeroDivisionError: division by zero; it sent nothing for this tick (next alert if it "
+        "fails on 10 ticks in a row)"
     )
     # The EMA strategy on the same tick still crossed and signalled.
     assert [(s.data.strategy, s.broker) for s in signals] == [("ema", "paper")]  # type: ignore[attr-defined]
@@ -263,6 +265,45 @@ def test_runner_when_a_users_strategy_raises_then_it_alerts_each_broker_keeps_it
     third = stages.process(runner, _tick(3), store)
     mine = [e.broker for e in third if isinstance(e.data, Signal) and e.data.strategy == "mine"]
     assert sorted(b or "" for b in mine) == ["paper", "zerodha"]
+    recovered = [e.data for e in third if isinstance(e.data, Alert)]
+    assert [(a.kind, a.severity, a.details["failures_in_a_row"]) for a in recovered] == [
+        ("strategy_recovered", Severity.INFO, "1")
+    ] * 2
+    assert recovered[0].message == (
+        "strategy 'mine' trades again on NSE:RELIANCE at 2026-01-05T09:15:03+05:30 after failing "
+        "on 1 tick in a row"
+    )
+    assert store.get(keys.strategy_failures("mine", TOKEN)) == "0"
+
+
+def test_failure_alerted_when_failures_go_on_then_only_powers_of_ten_are_alerted() -> None:
+    assert [n for n in range(1, 20_001) if failure_alerted(n)] == [1, 10, 100, 1000, 10_000]
+
+
+def test_runner_when_a_users_strategy_fails_on_every_tick_then_its_alerts_thin_out_and_say_how_long(
+    plugins: str,
+) -> None:
+    specs = _specs(_file(f"{plugins}:EveryTick", "{fail_above: 1485}"))
+    runner = StrategyRunner(specs, brokers=frozenset({"paper"}))
+    store = MemoryStateStore()
+
+    failing = [stages.process(runner, _tick(n, "1490.00"), store) for n in range(1, 121)]
+    back = stages.process(runner, _tick(121, "1480.00"), store)
+
+    alerted = {n: e.data for n, out in enumerate(failing, 1) for e in out if isinstance(e.data, Alert)}
+    assert list(alerted) == [1, 10, 100]
+    assert [a.details["failures_in_a_row"] for a in alerted.values()] == ["1", "10", "100"]  # type: ignore[union-attr]
+    assert alerted[100].message == (  # type: ignore[union-attr]
+        "strategy 'mine' failed again on NSE:RELIANCE at 2026-01-05T09:16:40+05:30: on_tick raised "
+        "ZeroDivisionError: division by zero; it has failed on the last 100 ticks in a row and "
+        "sent nothing for them (next alert at 1000)"
+    )
+    assert store.get(keys.strategy_failures("mine", TOKEN)) == "0"
+    (recovered,) = [e.data for e in back if isinstance(e.data, Alert)]
+    assert (recovered.kind, recovered.details["failures_in_a_row"]) == ("strategy_recovered", "120")  # type: ignore[union-attr]
+    # A replayed redelivery of a failing tick changes nothing: the count is per tick, once.
+    assert stages.process(runner, _tick(120, "1490.00"), store) == failing[-1]
+    assert store.get(keys.strategy_failures("mine", TOKEN)) == "0"
 
 
 @pytest.mark.parametrize(
@@ -346,14 +387,37 @@ def test_backtest_when_a_users_strategy_runs_then_fast_and_general_paths_agree_t
     assert [e.id for e in fast.fills] == [e.id for e in general.fills]
     assert fast_store.snapshot() == general_store.snapshot()
     assert [e.id for e in fast.alerts] == [e.id for e in general.alerts]
-    # One alert for each tick above the threshold (a few), and the run went on trading.
-    assert 2 <= expected == len(fast.alerts)
+    # A few ticks above the threshold, each failed on and counted, and the run went on trading.
+    assert expected >= 2
+    assert fast.strategy_failures == general.strategy_failures == Counter({"mine": expected})
+    kinds = Counter(a.data.kind for a in fast.alerts)  # type: ignore[attr-defined]
+    assert 1 <= kinds["strategy_error"] <= expected and kinds["strategy_recovered"] <= kinds["strategy_error"]
     assert {f.data.strategy for f in fast.fills} == {"mine", "ema"}  # type: ignore[attr-defined]
-    notes = strategy_failure_notes(fast.alerts)
+    notes = strategy_failure_notes(fast)
     assert len(notes) == 1 and notes[0].startswith(
         f"warning: strategy 'mine' failed on {expected} ticks and sent nothing on them; "
         "the first: strategy 'mine' failed on NSE:"
     )
+
+
+def test_backtest_when_a_users_strategy_fails_on_every_tick_then_both_paths_count_each_and_alert_few(
+    tmp_path: Path, plugins: str
+) -> None:
+    settings, ticks = _backtest_inputs(tmp_path, plugins, "0")
+    general_store, fast_store = BacktestStateStore(), BacktestStateStore()
+
+    general = Backtest(build_core(settings), general_store, fast=False).run(ticks)
+    fast = Backtest(build_core(settings), fast_store, fast=True).run(ticks)
+
+    assert fast.report.dumps() == general.report.dumps()
+    assert fast_store.snapshot() == general_store.snapshot()
+    assert [e.id for e in fast.alerts] == [e.id for e in general.alerts]
+    # 100+ ticks on each of two instruments: alerts at the 1st, 10th and 100th failure of each.
+    assert Counter(t.data.instrument_token for t in ticks).most_common()[-1][1] >= 100  # type: ignore[attr-defined]
+    in_a_row = sorted(int(a.data.details["failures_in_a_row"]) for a in fast.alerts)  # type: ignore[attr-defined]
+    assert in_a_row == [1, 1, 10, 10, 100, 100]
+    assert fast.strategy_failures == general.strategy_failures == Counter({"mine": len(ticks)})
+    assert {f.data.strategy for f in fast.fills} == {"ema"}  # type: ignore[attr-defined]
 
 
 def test_backtest_command_when_the_example_is_run_then_the_users_strategy_trades(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from alphapanda.domain.risk import BrokerState, LastSignal
 from alphapanda.domain.strategy import StrategyState, TickView
 from alphapanda.events import (
     IST,
+    Alert,
     Event,
     EventType,
     MarketTick,
@@ -174,6 +175,9 @@ class BacktestResult:
     alerts: list[Event] = field(default_factory=list)
     """The run's alerts (`{broker}.alerts`): a user's strategy failing on a tick, the daily loss
     limit turning a broker to REDUCING, ..."""
+    strategy_failures: Counter[str] = field(default_factory=Counter)
+    """Per strategy of the user's own, how many ticks it failed on (and so sent nothing for):
+    its `strategy_error` alerts thin out as failures go on, so they do not say."""
 
 
 def _dumps_sorted(value: Any) -> str:
@@ -213,6 +217,7 @@ class _Instrument:
 
     __slots__ = (
         "event",
+        "failures",
         "left",
         "left_row",
         "market",
@@ -234,6 +239,8 @@ class _Instrument:
         self.strategies = [spec.strategy for spec in specs]
         self.states: list[StrategyState | str | None] = [None] * len(specs)
         """Decoded state for a built-in strategy; the stored JSON text for a user's own."""
+        self.failures: list[int | None] = [None] * len(specs)
+        """Per user's strategy, the ticks in a row it has failed on (None: it never failed)."""
         self.matchers = matchers
         self.market: Market | None = None
         self.market_row: TickRow | None = None
@@ -289,6 +296,10 @@ class _Instrument:
         state = self.states[index]
         return state if state is None or isinstance(state, str) else json.dumps(state)
 
+    def failures_text(self, index: int) -> str | None:
+        failures = self.failures[index]
+        return None if failures is None else str(failures)
+
 
 @dataclass(slots=True)
 class _MatcherSlot:
@@ -343,6 +354,31 @@ class Backtest:
             return self._run_fast(ticks, progress)
         return self._run_general((t.event() if isinstance(t, TickRow) else t for t in ticks), progress)
 
+    def _failure_counts(self) -> Counter[str]:
+        """Per user's strategy, the ticks it failed on: the streaks its `strategy_recovered`
+        alerts closed (one alert per broker for a tick) plus the streaks still open at the end,
+        as the runner stored them."""
+        counts: Counter[str] = Counter()
+        seen: set[tuple[str | None, str]] = set()
+        for event in self._alerts:
+            alert = event.data
+            if isinstance(alert, Alert) and alert.kind == "strategy_recovered":
+                name = alert.details["strategy"]
+                if (event.causationid, name) not in seen:
+                    seen.add((event.causationid, name))
+                    counts[name] += int(alert.details["failures_in_a_row"])
+        scopes = {market_scope(b) for b in self._core.brokers}
+        runner = self._core.stages[Function.STRATEGY_RUNNER]
+        assert isinstance(runner, StrategyRunner)
+        for spec in runner.strategies:
+            if spec.builtin:
+                continue
+            for token in spec.tokens:
+                for scope in scopes:
+                    open_streak = self._store.get(keys.strategy_failures(spec.name, token, scope))
+                    counts[spec.name] += int(open_streak or 0)
+        return +counts
+
     # --- the general path -----------------------------------------------------------------
 
     def _run_general(self, ticks: Iterable[Event], progress: Progress | None) -> BacktestResult:
@@ -379,7 +415,7 @@ class Backtest:
             progress(n % 1000)
         tracker.finish()
         report = build_report(tracker, records, ticks=n, events=dict(counts))
-        return BacktestResult(report, fills, counts, self._alerts)
+        return BacktestResult(report, fills, counts, self._alerts, self._failure_counts())
 
     # --- the fast path --------------------------------------------------------------------
 
@@ -413,6 +449,11 @@ class Backtest:
         store.derive(keys.symbol(token), inst.symbol_text)
         for index, spec in enumerate(specs):
             store.derive(keys.indicator(spec.name, token), functools.partial(inst.state_text, index))
+            if not spec.builtin:
+                store.derive(
+                    keys.strategy_failures(spec.name, token),
+                    functools.partial(inst.failures_text, index),
+                )
         return inst
 
     def _run_fast(self, ticks: Iterable[Event | TickRow], progress: Progress | None) -> BacktestResult:
@@ -471,13 +512,21 @@ class Backtest:
                         states[index], intents = strategy.on_tick(states[index], view)  # type: ignore[arg-type]
                     else:
                         # A user's strategy: its state kept as the JSON text the pipeline
-                        # stores, and a failure an alert, as the pipeline's runner answers it.
+                        # stores, and its failures counted and alerted as the pipeline's
+                        # runner counts and alerts them.
+                        streak = inst.failures[index] or 0
                         try:
                             states[index], intents = user_tick(spec, states[index], view)  # type: ignore[arg-type]
                         except StrategyFailed as failed:
-                            alerts = runner.failed(inst.tick_event(), spec, failed)
-                            outputs = alerts if outputs is None else outputs + alerts
+                            inst.failures[index] = streak + 1
+                            alerts = runner.failed(inst.tick_event(), spec, failed, streak + 1)
+                            if alerts:
+                                outputs = alerts if outputs is None else outputs + alerts
                             continue
+                        if streak:
+                            inst.failures[index] = 0
+                            alerts = runner.recovered(inst.tick_event(), spec, streak)
+                            outputs = alerts if outputs is None else outputs + alerts
                     if intents:
                         signals = signals_of(inst.tick_event(), inst.specs[index], intents, mid)
                         outputs = signals if outputs is None else outputs + signals
@@ -519,7 +568,7 @@ class Backtest:
             tracker.seen(at)
         tracker.finish()
         report = build_report(tracker, records, ticks=n, events=dict(counts))
-        return BacktestResult(report, fills, counts, self._alerts)
+        return BacktestResult(report, fills, counts, self._alerts, self._failure_counts())
 
     def _scoped_tick(
         self, event: Event, counts: Counter[str], fills: list[Event], records: list[FillRecord]

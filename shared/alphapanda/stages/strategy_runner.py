@@ -56,7 +56,12 @@ class StrategyRunner:
     def reads(self, event: Event) -> list[str]:
         token = _tick(event).instrument_token
         scope = _scope(event)
-        return [keys.indicator(s.name, token, scope) for s in self._specs_for(token)]
+        out: list[str] = []
+        for spec in self._specs_for(token):
+            out.append(keys.indicator(spec.name, token, scope))
+            if not spec.builtin:
+                out.append(keys.strategy_failures(spec.name, token, scope))
+        return out
 
     def decide(self, event: Event, values: dict[str, str | None]) -> Decision:
         tick = _tick(event)
@@ -83,35 +88,94 @@ class StrategyRunner:
                 state, intents = spec.strategy.on_tick(json.loads(raw) if raw else None, view)
                 writes[key] = json.dumps(state)
             else:
+                failures_key = keys.strategy_failures(spec.name, token, scope)
+                streak = int(values.get(failures_key) or 0)
                 try:
                     writes[key], intents = user_tick(spec, raw, view)
                 except StrategyFailed as failed:
-                    outputs.extend(self.failed(event, spec, failed))
+                    writes[failures_key] = str(streak + 1)
+                    outputs.extend(self.failed(event, spec, failed, streak + 1))
                     continue
+                if streak:
+                    writes[failures_key] = "0"
+                    outputs.extend(self.recovered(event, spec, streak))
             outputs.extend(self.signals(event, spec, intents, view.mid))
         return Decision(outputs=outputs, writes=writes)
 
-    def failed(self, event: Event, spec: StrategySpec, failure: StrategyFailed) -> list[Event]:
-        """The alerts, one per broker the tick feeds for `spec`, that its strategy failed on it.
+    def failed(
+        self, event: Event, spec: StrategySpec, failure: StrategyFailed, in_a_row: int = 1
+    ) -> list[Event]:
+        """The alerts, one per broker the tick feeds for `spec`, that its strategy failed on
+        it, the `in_a_row`-th tick in a row it failed on; none unless `failure_alerted`.
 
         A user's strategy that raises is that strategy's fault, not the tick's: its state stays
         as it was, it sends nothing for this tick, and the other strategies of the instrument
-        trade on as before (dead-lettering the tick would take it from all of them)."""
+        trade on as before (dead-lettering the tick would take it from all of them). A strategy
+        that fails on every tick would send an alert per tick, thousands a second on a busy
+        instrument, so alerts thin out as the failures go on: the 1st, 10th, 100th, ...
+        """
+        if not failure_alerted(in_a_row):
+            return []
+        tick = _tick(event)
+        where = f"{tick.exchange}:{tick.tradingsymbol} at {tick.exchange_timestamp.isoformat()}"
+        if in_a_row == 1:
+            message = (
+                f"strategy {spec.name!r} failed on {where}: {failure}; it sent nothing for "
+                "this tick (next alert if it fails on 10 ticks in a row)"
+            )
+        else:
+            message = (
+                f"strategy {spec.name!r} failed again on {where}: {failure}; it has failed on "
+                f"the last {in_a_row} ticks in a row and sent nothing for them (next alert at "
+                f"{in_a_row * 10})"
+            )
+        return self._alerts(
+            event,
+            spec,
+            "failed",
+            Alert(
+                kind="strategy_error",
+                severity=Severity.WARNING,
+                message=message,
+                details={
+                    "strategy": spec.name,
+                    "instrument_token": str(tick.instrument_token),
+                    "failures_in_a_row": str(in_a_row),
+                },
+                raised_at=tick.exchange_timestamp,
+            ),
+        )
+
+    def recovered(self, event: Event, spec: StrategySpec, failures: int) -> list[Event]:
+        """The alerts, one per broker the tick feeds for `spec`, that its strategy ran again
+        on it after failing on the `failures` ticks before it."""
         tick = _tick(event)
         message = (
-            f"strategy {spec.name!r} failed on {tick.exchange}:{tick.tradingsymbol} at "
-            f"{tick.exchange_timestamp.isoformat()}: {failure}; it sent nothing for this tick"
+            f"strategy {spec.name!r} trades again on {tick.exchange}:{tick.tradingsymbol} at "
+            f"{tick.exchange_timestamp.isoformat()} after failing on {failures} "
+            f"tick{'s' if failures != 1 else ''} in a row"
         )
-        alert = Alert(
-            kind="strategy_error",
-            severity=Severity.WARNING,
-            message=message,
-            details={"strategy": spec.name, "instrument_token": str(tick.instrument_token)},
-            raised_at=tick.exchange_timestamp,
+        return self._alerts(
+            event,
+            spec,
+            "recovered",
+            Alert(
+                kind="strategy_recovered",
+                severity=Severity.INFO,
+                message=message,
+                details={
+                    "strategy": spec.name,
+                    "instrument_token": str(tick.instrument_token),
+                    "failures_in_a_row": str(failures),
+                },
+                raised_at=tick.exchange_timestamp,
+            ),
         )
+
+    def _alerts(self, event: Event, spec: StrategySpec, what: str, alert: Alert) -> list[Event]:
         source = source_of(self.function.value)
         return [
-            event.child(f"{spec.name}/failed/{broker}", alert, source=source, broker=broker)
+            event.child(f"{spec.name}/{what}/{broker}", alert, source=source, broker=broker)
             for broker in self._targets(spec, _scope(event))
         ]
 
@@ -160,6 +224,15 @@ class StrategyRunner:
                     )
                 )
         return outputs
+
+
+def failure_alerted(in_a_row: int) -> bool:
+    """Whether the `in_a_row`-th failure in a row of a strategy on an instrument is alerted:
+    the 1st, 10th, 100th, ... (a power of ten), so a strategy broken for a whole session sends
+    a handful of alerts, each saying how long it has been failing."""
+    while in_a_row >= 10 and in_a_row % 10 == 0:
+        in_a_row //= 10
+    return in_a_row == 1
 
 
 class StrategyFailed(Exception):

@@ -23,6 +23,12 @@ def indicator(strategy: str, token: int, scope: str | None = None) -> str:
     return _scoped(scope, f"strategy:{strategy}:{token}")
 
 
+def strategy_failures(strategy: str, token: int, scope: str | None = None) -> str:
+    """How many ticks in a row a user's strategy has failed on an instrument (0 once it trades
+    again): what spaces out its `strategy_error` alerts."""
+    return _scoped(scope, f"strategy:{strategy}:{token}:failures")
+
+
 def claim(owner: str, function: str, event_id: str) -> str:
     """Marks an input event as processed by `function` for `owner` (a broker, or `shared`)."""
     return f"{owner}:claim:{function}:{event_id}"
