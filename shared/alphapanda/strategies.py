@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alphapanda.config import RiskLimits, describe_validation_error
+from alphapanda.config import RiskLimits
 from alphapanda.domain.charges import segment_for
 from alphapanda.domain.instruments import Instrument
 from alphapanda.domain.strategy import STRATEGY_KINDS, Strategy, StrategyConfigError, build_strategy
@@ -116,19 +116,40 @@ def read_strategies_text(path: Path) -> str:
         raise StrategyConfigError(f"{path}: not a text file: give a strategies YAML file") from None
 
 
+def describe_entry_error(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """The first error of a strategies document, located as its author wrote it: `strategy
+    'ema_fast' (entry 2): brokers is missing` rather than the env-style `strategies__1__brokers`."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    where = ""
+    if len(loc) >= 2 and loc[0] == "strategies" and loc[1].isdigit():
+        index = int(loc[1])
+        entry = raw["strategies"][index] if isinstance(raw.get("strategies"), list) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        named = isinstance(name, str) and loc[2:3] != ["name"]
+        where = f"strategy {name!r} (entry {index + 1})" if named else f"entry {index + 1}"
+        loc = loc[2:]
+    subject = ": ".join(part for part in (where, ".".join(loc)) if part)
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if err["type"] == "missing":
+        return f"{subject} is missing{more}"
+    if err["type"] == "extra_forbidden":
+        model = StrategyRisk if loc[:1] == ["risk"] else StrategyEntry if where else StrategiesFile
+        return f"{subject} is not a setting (known: {', '.join(model.model_fields)}){more}"
+    given = err.get("input")
+    # The values as written, since an allowed value's case matters (products are MIS, CNC, NRML).
+    shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{subject} is invalid: {msg[:1].lower()}{msg[1:]}{shown}{more}"
+
+
 def parse_strategies(text: str, instruments: Sequence[Instrument], origin: str) -> list[StrategySpec]:
     """Validate a strategies YAML document against the instrument list; errors name the entry."""
+    raw = strategies_document(text, origin)
     try:
-        doc = StrategiesFile.model_validate(strategies_document(text, origin))
+        doc = StrategiesFile.model_validate(raw)
     except ValidationError as exc:
-        # The location in the file's own (lower) case; the values as written, since an
-        # allowed value's case matters (products are MIS, CNC, NRML).
-        where, _, what = (
-            describe_validation_error(exc).removeprefix("setting ALPHAPANDA_").partition(" is invalid: ")
-        )
-        raise StrategyConfigError(
-            f"{origin}: {where.lower()} is invalid: {what[:1].lower()}{what[1:]}"
-        ) from None
+        raise StrategyConfigError(f"{origin}: {describe_entry_error(exc, raw)}") from None
     by_symbol = {i.tradingsymbol: i.instrument_token for i in instruments}
     by_token = {i.instrument_token: i for i in instruments}
     specs: list[StrategySpec] = []

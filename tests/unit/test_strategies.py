@@ -111,14 +111,31 @@ def test_parse_strategies_when_field_missing_then_error_locates_it() -> None:
     text = "strategies:\n  - name: ema_one\n    kind: ema_crossover\n    instruments: all\n"
 
     with pytest.raises(
-        StrategyConfigError, match=re.escape("my.yaml: strategies__0__brokers is invalid: field required")
+        StrategyConfigError, match=re.escape("my.yaml: strategy 'ema_one' (entry 1): brokers is missing")
     ):
         _parse(text)
 
 
 def test_parse_strategies_when_name_has_capitals_then_error_locates_it() -> None:
-    with pytest.raises(StrategyConfigError, match="strategies__0__name"):
+    with pytest.raises(
+        StrategyConfigError, match=re.escape("my.yaml: entry 1: name is invalid: string should")
+    ):
         _parse("strategies:\n" + _entry("EmaOne"))
+
+
+def test_parse_strategies_when_setting_unknown_then_error_names_it_and_the_known_ones() -> None:
+    with pytest.raises(
+        StrategyConfigError,
+        match=re.escape(
+            "my.yaml: strategy 'ema_one' (entry 1): colour is not a setting (known: name, kind, "
+            "instruments, brokers, params, product, risk)"
+        ),
+    ):
+        _parse("strategies:\n" + _entry() + "    colour: red\n")
+    with pytest.raises(
+        StrategyConfigError, match=re.escape("risk.max_lots is not a setting (known: capital_")
+    ):
+        _parse("strategies:\n" + _entry() + "    risk: {max_lots: 3}\n")
 
 
 def test_parse_strategies_when_not_yaml_then_says_so() -> None:
@@ -212,7 +229,8 @@ def test_parse_strategies_when_product_unknown_then_error_locates_it() -> None:
     with pytest.raises(
         StrategyConfigError,
         match=re.escape(
-            "strategies__0__product is invalid: input should be 'CNC', 'MIS' or 'NRML' (got 'DELIVERY')"
+            "strategy 'ema_one' (entry 1): product is invalid: input should be 'CNC', 'MIS' or 'NRML' "
+            "(got 'DELIVERY')"
         ),
     ):
         _parse("strategies:\n" + _entry(product="DELIVERY"))
