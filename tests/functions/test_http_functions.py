@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from alphapanda import topics
 from alphapanda.bus.kafka import ensure_topics, from_kafka
 from alphapanda.events import IST, Event, EventType, MarketTick, Side, Signal, derive_id, to_attributes
-from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
+from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from function_server import FunctionServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,3 +161,76 @@ def test_post_when_a_tick_reaches_the_market_feed_then_it_is_on_the_market_topic
         assert records[0][0]["ce_id"] == b"tick-9"
     finally:
         server.stop()
+
+
+def _start_and_fail(function: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `functions-framework` for `function` as Knative does, expecting it to stop by itself."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--source",
+            str(ROOT / "functions" / function / "main.py"),
+            "--target",
+            "handle",
+            "--signature-type",
+            "cloudevent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+        ],
+        env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")} | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# Nothing listens on these: the servers must stop before they connect to anything.
+UNREACHABLE = {
+    "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+    "ALPHAPANDA_REDIS__URL": "redis://127.0.0.1:1/0",
+    "ALPHAPANDA_BROKERS": "paper",
+}
+
+
+def test_server_when_strategies_file_names_a_module_the_image_lacks_then_it_stops_at_start_with_one_line(
+    tmp_path: Path,
+) -> None:
+    strategies = tmp_path / "strategies.yaml"
+    strategies.write_text(
+        "strategies:\n  - name: mine\n    kind: not_installed_here:Breakout\n"
+        "    instruments: all\n    brokers: [paper]\n"
+    )
+
+    done = _start_and_fail("strategy_runner", UNREACHABLE | {"ALPHAPANDA_STRATEGIES_FILE": str(strategies)})
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"alphapanda strategy_runner function: cannot start: {strategies}: strategy 'mine': cannot "
+        "import module 'not_installed_here' of kind 'not_installed_here:Breakout' (No module named "
+        "'not_installed_here'): install it, or add its directory to PYTHONPATH"
+    ]
+
+
+@pytest.mark.parametrize("function", ["risk_manager", "market_feed"])
+def test_server_when_kafka_or_redis_not_configured_then_it_stops_at_start_saying_which_settings(
+    function: str,
+) -> None:
+    done = _start_and_fail(function, {"ALPHAPANDA_BROKERS": "paper"})
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"alphapanda {function} function: cannot start: a function needs "
+        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL"
+    ]
+
+
+def test_server_when_a_setting_is_wrong_then_it_stops_at_start_naming_the_setting() -> None:
+    done = _start_and_fail("portfolio_manager", UNREACHABLE | {"ALPHAPANDA_BROKERS": "paper,Paper"})
+
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("alphapanda portfolio_manager function: cannot start: setting ALPHAPANDA_BROKERS")

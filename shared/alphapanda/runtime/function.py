@@ -34,9 +34,12 @@ from cloudevents.http import CloudEvent
 from confluent_kafka import KafkaError, Message
 from redis.connection import AbstractConnection
 
+from alphapanda.brokers.factory import TraderUnavailable
 from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver, deliver_batch
 from alphapanda.bus.kafka import EventPublisher, Headers, PublishError
-from alphapanda.config import Settings, load_settings
+from alphapanda.config import ConfigError, Settings, load_settings
+from alphapanda.domain.instruments import InstrumentFileError
+from alphapanda.domain.strategy import StrategyConfigError
 from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, from_attributes
 from alphapanda.metrics import ensure_metrics_server
 from alphapanda.runtime.bootstrap import Core, build_core, connect
@@ -156,23 +159,51 @@ class FunctionRuntime:
 
 _runtime: FunctionRuntime | None = None
 _runtime_lock = threading.Lock()
+_started: tuple[Settings, Core] | None = None
+"""The settings and core `check_startup` built as the server started, for `runtime` to use."""
+
+STARTUP_ERRORS: Final = (ConfigError, StrategyConfigError, InstrumentFileError, TraderUnavailable)
+"""What a wrong setting, instruments file or strategies file raises: one line each."""
+
+
+def check_startup(function: Function) -> None:
+    """Read the settings and build the core as the server starts (functions-framework imports
+    the module before it serves), so a wrong setting or strategies file, or a strategy module
+    the image lacks, stops the server with one line naming it. Found on the first event
+    instead, it would fail every event with a 500, retried for ever, while the pod looked
+    healthy. Only the pure part is built here: clients connect in the serving worker."""
+    global _started
+    try:
+        settings = _function_settings()
+        _started = (settings, build_core(settings))
+    except STARTUP_ERRORS as exc:
+        # SystemExit, not an exception: functions-framework would print a traceback for one.
+        raise SystemExit(f"alphapanda {function.value} function: cannot start: {exc}") from None
+
+
+def _function_settings() -> Settings:
+    settings = load_settings()
+    if not settings.kafka.bootstrap_servers or not settings.redis.url:
+        raise ConfigError("a function needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL")
+    return settings
 
 
 def runtime() -> FunctionRuntime:
-    """Build clients on the first event, not at import (functions-framework imports the module early)."""
+    """Build clients on the first event, not at import: gunicorn imports the module before it
+    forks its worker, and a client's threads would not survive into the worker."""
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            settings = load_settings()
-            if not settings.kafka.bootstrap_servers or not settings.redis.url:
-                raise RuntimeError(
-                    "a function needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL"
-                )
+            if _started is None:
+                settings = _function_settings()
+                core = build_core(settings)
+            else:
+                settings, core = _started
             store, publisher = connect(settings, RequestPublisher)
             optimistic = OptimisticStore(store.client, settings.redis.claim_ttl_s)
-            _runtime = FunctionRuntime(settings, build_core(settings), store, publisher, optimistic)
-            # Here, in the serving worker, not at import: gunicorn imports the module before
-            # it forks, and a server thread started then would not survive into the worker.
+            _runtime = FunctionRuntime(settings, core, store, publisher, optimistic)
+            # Here, in the serving worker, not at import: a server thread started before the
+            # fork would not survive into the worker either.
             ensure_metrics_server()
         return _runtime
 
@@ -254,7 +285,8 @@ def _dead_letter(
 
 
 def stage_handler(function: Function) -> Callable[[CloudEvent], None]:
-    """Return the CloudEvent handler that runs `function`'s stage."""
+    """Return the CloudEvent handler that runs `function`'s stage (`check_startup` first)."""
+    check_startup(function)
 
     def handle(cloud_event: CloudEvent) -> None:
         rt = runtime()
@@ -416,6 +448,7 @@ def _batcher(rt: FunctionRuntime, function: Function, broker: str | None) -> _Ba
 
 def tick_ingest_handler() -> Callable[[CloudEvent], None]:
     """Return the market feed's HTTP handler: accept a tick CloudEvent, publish it to its market topic."""
+    check_startup(Function.MARKET_FEED)
 
     def handle(cloud_event: CloudEvent) -> None:
         rt = runtime()
