@@ -139,3 +139,38 @@ def test_replay_when_run_beside_a_live_run_then_the_replay_broker_trades_the_rec
     assert proc.returncode == 0, output
     replayed = re.search(r"^broker paper-replay: signals=(\d+) .*fills=(\d+)", output, re.MULTILINE)
     assert replayed and int(replayed.group(1)) > 0 and int(replayed.group(2)) > 0, output
+
+
+def test_run_when_a_users_strategy_fails_then_its_alerts_are_counted_and_the_latest_is_shown(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "broken_strategy.py").write_text(
+        "class Broken:\n"
+        "    def on_tick(self, state, tick):\n"
+        "        raise ZeroDivisionError('no range yet')\n"
+    )
+    strategies = tmp_path / "strategies.yaml"
+    strategies.write_text(
+        "strategies:\n  - name: broken\n    kind: broken_strategy:Broken\n"
+        "    instruments: [RELIANCE]\n    brokers: [paper]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
+    command = [sys.executable, "-m", "alphapanda.cli", "run", "--duration", "12", "--no-live"]
+    result = subprocess.run(
+        [*command, "--strategies", str(strategies), "--rate", "200"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env | {"PYTHONPATH": os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    totals = _summary(output)
+    # One instrument failing on every tick: alerted on its 1st, 10th, 100th, ... failure.
+    assert totals["alerts"] >= 2, output
+    assert totals["signals"] == 0 and totals["dead_lettered"] == 0, output
+    latest = re.search(r"^(\d+) alerts; the latest: (.*)$", output, re.MULTILINE)
+    assert latest, output
+    assert int(latest.group(1)) == totals["alerts"]
+    assert latest.group(2).startswith("strategy 'broken' failed again on NSE:RELIANCE at "), output
+    assert "ZeroDivisionError: no range yet" in latest.group(2), output

@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver, deliver_batch
 from alphapanda.bus.kafka import EventPublisher, PublishError, consumer_config, from_kafka
 from alphapanda.config import DeliverySettings, KafkaSettings
-from alphapanda.events import Event, InvalidEvent
+from alphapanda.events import Alert, Event, InvalidEvent
 from alphapanda.stages import AnyStage, Stage
 from alphapanda.state.store import BatchStateStore, StateStore
 from alphapanda.telemetry import (
@@ -67,6 +67,11 @@ class BindingStats:
     idle: bool = False
     by_type: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
+    alerts: int = 0
+    last_alert: str = ""
+    """The message of the latest alert the stage raised (a strategy of the user's own failing)."""
+    last_alert_at: float = 0.0
+    """When (time.monotonic) it was published."""
     cpu_s: float = 0.0
     """CPU seconds the worker's thread has used, for `bench pipeline`'s account of where time goes."""
     first_batch_at: float | None = None
@@ -228,6 +233,10 @@ class BindingWorker(threading.Thread):
         self.stats.dead_lettered += len(dead)
         for e in outputs:
             self.stats.by_type[e.type.value] += 1
+            if isinstance(e.data, Alert):
+                self.stats.alerts += 1
+                self.stats.last_alert = e.data.message
+                self.stats.last_alert_at = self.stats.last_batch_at
 
     def _deliver_all(self, records: Sequence[Message]) -> list[list[Event] | DeadLetter]:
         """The outcome of every record, in order: batched runs of good events where possible."""

@@ -18,6 +18,7 @@ import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from alphapanda.bus.dispatcher import Dispatcher
 from alphapanda.bus.kafka import EventPublisher
@@ -71,6 +72,9 @@ class RunTotals:
     cancelled: int
     failed: int
     dead_lettered: int
+    alerts: int
+    """Alerts raised while it ran: by the stages (a strategy of the user's own failing) and by
+    the Zerodha reconciliation."""
     brokers: tuple[BrokerSummary, ...]
     per_broker: tuple[BrokerCounts, ...]
 
@@ -79,7 +83,7 @@ class RunTotals:
             f"summary: ticks={self.ticks} signals={self.signals} validated={self.validated} "
             f"rejected={self.rejected} orders={self.orders} fills={self.fills} cancelled={self.cancelled} "
             f"failed={self.failed} "
-            f"dead_lettered={self.dead_lettered}"
+            f"dead_lettered={self.dead_lettered} alerts={self.alerts}"
         )
 
     def broker_lines(self) -> list[str]:
@@ -204,7 +208,7 @@ def _check_reachable(settings: Settings) -> None:
 
 def _empty_totals() -> RunTotals:
     """The totals of a run stopped before its pipeline started: nothing happened."""
-    return RunTotals(0, 0, 0, 0, 0, 0, 0, 0, 0, brokers=(), per_broker=())
+    return RunTotals(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, brokers=(), per_broker=())
 
 
 def run_local(settings: Settings, options: RunOptions, console: Console | None = None) -> RunTotals:
@@ -314,8 +318,8 @@ def _run_local(settings: Settings, options: RunOptions, console: Console, signal
             _stop_pipeline(feed, dispatcher, signals)
         drained = _drain(dispatcher, signals, servers) if failure is None else False
         dispatcher.stop(timeout_s=1.0 if signals.hurry.is_set() else 10.0)
-        totals = _final_totals(core, dispatcher, feed, store)
-        _print_summary(console, totals, time.monotonic() - started, drained)
+        totals = _final_totals(core, dispatcher, feed, store, reconcilers)
+        _print_summary(console, totals, time.monotonic() - started, drained, latest_alert(dispatcher))
         if failure is not None:
             raise failure
         if feed.failed is not None:
@@ -351,15 +355,21 @@ def _stop_pipeline(feed: Feed, dispatcher: Dispatcher, signals: _StopSignals) ->
     feed.join(0.5 if signals.hurry.is_set() else 1.0)
 
 
-def _final_totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore) -> RunTotals:
+def _final_totals(
+    core: Core,
+    dispatcher: Dispatcher,
+    feed: Feed,
+    store: StateStore,
+    reconcilers: Sequence[PeriodicReconciler],
+) -> RunTotals:
     """`_totals`, or with the books left blank if Redis (which holds them) is gone: the counts of
     the stages are still worth printing."""
     try:
-        return _totals(core, dispatcher, feed, store)
+        return _totals(core, dispatcher, feed, store, reconcilers)
     except redis.RedisError:
         zero = Decimal(0)
         blank = tuple(BrokerSummary(b, 0, 0, zero, zero, zero, zero) for b in core.brokers)
-        return _counted(core, dispatcher, feed, blank)
+        return _counted(core, dispatcher, feed, blank, reconcilers)
 
 
 def _drain(dispatcher: Dispatcher, signals: _StopSignals, servers: Sequence[_Server]) -> bool:
@@ -432,7 +442,9 @@ def _watch(
                     mark_to_market(store, publisher, broker)
                 last_mark = now
             if options.live_view:
-                live.update(_view(core, dispatcher, feed, store, rate, now - started), refresh=True)
+                live.update(
+                    _view(core, dispatcher, feed, store, reconcilers, rate, now - started), refresh=True
+                )
             if options.duration is not None and now - started >= options.duration:
                 return
             if feed.finished.is_set() and dispatcher.wait_idle(timeout_s=1.0, quiet_s=0.5):
@@ -500,11 +512,24 @@ def _broker_counts(dispatcher: Dispatcher, broker: str | None) -> BrokerCounts:
     )
 
 
-def _totals(core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore) -> RunTotals:
-    return _counted(core, dispatcher, feed, tuple(broker_summary(store, b) for b in core.brokers))
+def _totals(
+    core: Core,
+    dispatcher: Dispatcher,
+    feed: Feed,
+    store: StateStore,
+    reconcilers: Sequence[PeriodicReconciler],
+) -> RunTotals:
+    books = tuple(broker_summary(store, b) for b in core.brokers)
+    return _counted(core, dispatcher, feed, books, reconcilers)
 
 
-def _counted(core: Core, dispatcher: Dispatcher, feed: Feed, brokers: tuple[BrokerSummary, ...]) -> RunTotals:
+def _counted(
+    core: Core,
+    dispatcher: Dispatcher,
+    feed: Feed,
+    brokers: tuple[BrokerSummary, ...],
+    reconcilers: Sequence[PeriodicReconciler],
+) -> RunTotals:
     """The run's counts, from the stages' own statistics, beside each broker's books."""
     counts = _broker_counts(dispatcher, None)
     return RunTotals(
@@ -517,13 +542,20 @@ def _counted(core: Core, dispatcher: Dispatcher, feed: Feed, brokers: tuple[Brok
         cancelled=counts.cancelled,
         failed=_count(dispatcher, _ORDER_STAGES, EventType.ORDER_FAILED),
         dead_lettered=sum(w.stats.dead_lettered for w in dispatcher.workers),
+        alerts=sum(w.stats.alerts for w in dispatcher.workers) + sum(r.alerts for r in reconcilers),
         brokers=brokers,
         per_broker=tuple(_broker_counts(dispatcher, b) for b in core.brokers),
     )
 
 
 def _view(
-    core: Core, dispatcher: Dispatcher, feed: Feed, store: StateStore, rate: float, elapsed: float
+    core: Core,
+    dispatcher: Dispatcher,
+    feed: Feed,
+    store: StateStore,
+    reconcilers: Sequence[PeriodicReconciler],
+    rate: float,
+    elapsed: float,
 ) -> Group:
     stages = Table(title=f"alphapanda run · {elapsed:,.0f}s · {rate:,.0f} ticks/s", expand=False)
     for col in ("stage", "broker", "in", "out", "dlq", "retries", "lag"):
@@ -540,8 +572,23 @@ def _view(
             str(s.retries),
             str(s.lag),
         )
-    totals = _totals(core, dispatcher, feed, store)
-    return Group(stages, _broker_table(totals))
+    totals = _totals(core, dispatcher, feed, store, reconcilers)
+    latest = latest_alert(dispatcher)
+    if not latest:
+        return Group(stages, _broker_table(totals))
+    # The reconciliation's alerts are printed above the view as they happen; the stages' would
+    # scroll by unseen, so the latest stays in view.
+    return Group(
+        stages, _broker_table(totals), Text(f"alerts {totals.alerts:,}; latest: {latest}", style="yellow")
+    )
+
+
+def latest_alert(dispatcher: Dispatcher) -> str:
+    """The message of the latest alert any stage raised, or "" if none did."""
+    stats = max(
+        (w.stats for w in dispatcher.workers if w.stats.alerts), key=lambda s: s.last_alert_at, default=None
+    )
+    return stats.last_alert if stats is not None else ""
 
 
 def _broker_table(totals: RunTotals) -> Table:
@@ -575,8 +622,16 @@ def _broker_table(totals: RunTotals) -> Table:
     return table
 
 
-def _print_summary(console: Console, totals: RunTotals, elapsed: float, drained: bool) -> None:
+def _print_summary(console: Console, totals: RunTotals, elapsed: float, drained: bool, latest: str) -> None:
     console.print(_broker_table(totals))
+    if latest:
+        console.print(
+            Text(
+                f"{totals.alerts:,} alert{'s' if totals.alerts != 1 else ''}; the latest: {latest}",
+                style="yellow",
+            ),
+            soft_wrap=True,  # one line, as scripts read it
+        )
     if not drained:
         console.print(
             "[yellow]the pipeline had not drained when it was stopped; the rest stays on the topics[/]"
