@@ -81,14 +81,14 @@ def test_render_when_kite_sandbox_on_then_every_credentialed_pod_and_only_those_
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
 
 
-def test_render_when_kite_sandbox_on_then_it_posts_order_updates_to_the_zerodha_order_updates_service(
+def test_render_when_kite_sandbox_on_then_it_posts_order_updates_to_the_order_updates_service(
     chart: Chart,
 ) -> None:
     rendered = chart.template(*ON)
     command = _container(_sandbox_objects(rendered)[0])["command"]
     url = urlparse(_option(command, "--postback-url"))
     name, namespace = url.hostname.split(".")[:2]  # type: ignore[union-attr]
-    assert name == "zerodha-order-updates" and name in rendered.ksvcs and namespace == NAMESPACE
+    assert name == "order-updates" and name in rendered.ksvcs and namespace == NAMESPACE
     # Without order_updates the sandbox posts nowhere (updates still reach the pipeline over the ticker).
     off = chart.template(*ON, "--set", "functions.order_updates.enabled=false")
     assert "--postback-url" not in _container(_sandbox_objects(off)[0])["command"]
@@ -193,4 +193,4 @@ def test_rendered_kite_sandbox_when_run_then_the_real_kite_client_logs_in_at_the
     assert "chart-secret" not in log  # the operator's secret never reaches the pod's log
     assert "listening on every interface (0.0.0.0)" in log
     assert "Kite sandbox market clock starts at " in log
-    assert "order updates are posted to http://zerodha-order-updates.alphapanda.svc.cluster.local/" in log
+    assert "order updates are posted to http://order-updates.alphapanda.svc.cluster.local/" in log

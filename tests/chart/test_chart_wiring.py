@@ -224,21 +224,31 @@ HTTP_FUNCTIONS = ("--set", "functions.order_updates.enabled=true", "--set", "fun
 
 def test_render_when_zerodha_enabled_then_zerodha_parts_render_for_zerodha_only(chart: Chart) -> None:
     rendered = render_brokers(chart, ["paper", "zerodha"], *HTTP_FUNCTIONS)
-    updates = rendered.ksvcs["zerodha-order-updates"]
-    assert "paper-order-updates" not in rendered.ksvcs
+    updates = rendered.ksvcs["order-updates"]
+    assert not [name for name in rendered.ksvcs if name.endswith("-order-updates")]
     # Public: Kite's postbacks come from outside the cluster.
     assert "networking.knative.dev/visibility" not in updates["metadata"]["labels"]
-    assert not sinking_to(rendered, "zerodha-order-updates")
+    assert not sinking_to(rendered, "order-updates")
     assert not sinking_to(rendered, "api")
     with_kite = {
         w["metadata"]["name"] for w in workloads(rendered) if "ALPHAPANDA_KITE__API_KEY" in env_of(w)
     }
-    assert with_kite == {"zerodha-trading-engine", "zerodha-order-updates", "market-feed", "api"}
+    assert with_kite == {"zerodha-trading-engine", "order-updates", "market-feed", "api"}
     for workload in workloads(rendered):
         env = env_of(workload)
         if "ALPHAPANDA_KITE__API_KEY" in env:
             for key in ("ALPHAPANDA_KITE__API_KEY", "ALPHAPANDA_KITE__API_SECRET"):
                 assert env[key]["secretKeyRef"]["name"] == "alphapanda-kite"
+
+
+def test_render_when_two_zerodha_brokers_then_one_postback_endpoint_serves_both(chart: Chart) -> None:
+    # They trade through the one Kite app of `kite.*`, which posts all its orders' updates to
+    # one URL: a postback endpoint per broker would leave one broker's orders without updates.
+    rendered = render_brokers(chart, ["paper", "zerodha", "zerodha-2"], *HTTP_FUNCTIONS)
+    assert [name for name in rendered.ksvcs if name.endswith("order-updates")] == ["order-updates"]
+    env = env_of(rendered.ksvcs["order-updates"])
+    assert env["ALPHAPANDA_BROKERS"] == "paper,zerodha,zerodha-2"
+    assert {"zerodha-trading-engine", "zerodha-2-trading-engine"} <= set(rendered.ksvcs)
 
 
 def test_render_when_kite_roots_set_then_exactly_the_credentialed_pods_use_them(chart: Chart) -> None:

@@ -198,17 +198,8 @@ def kite_sandbox(
         stack.callback(publisher.close)
         store = RedisStateStore(client, settings.redis.claim_ttl_s)
         charges = LiveChargeRates.shipped(instruments)
-        updates = [
-            TickerOrderUpdates(OrderUpdateProcessor(store, broker, charges=charges), publisher).start()
-            for broker in brokers
-        ]
-        for u in updates:
-            stack.callback(u.stop)
-
-        def order_update(ws: Any, payload: Any) -> None:
-            # Each processor keeps only its own broker's orders (found by tag).
-            for u in updates:
-                u(ws, payload)
+        order_update = TickerOrderUpdates(OrderUpdateProcessor(store, brokers, charges=charges), publisher)
+        stack.callback(order_update.start().stop)
 
         ticks: queue.SimpleQueue[MarketTick] = queue.SimpleQueue()
 

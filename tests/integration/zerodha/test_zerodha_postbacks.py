@@ -44,11 +44,18 @@ from alphapanda.state import keys as core_keys
 from alphapanda.state.store import RedisStateStore
 from function_server import FunctionServer
 
+SECOND = "zerodha-2"
+"""A second zerodha broker on the same Kite app: its orders' postbacks reach the same URL."""
+
 ORDER_TOPICS = [
-    topics.orders_filled(BROKER),
-    topics.orders_updated(BROKER),
-    topics.orders_cancelled(BROKER),
-    topics.orders_failed(BROKER),
+    topic
+    for broker in (BROKER, SECOND)
+    for topic in (
+        topics.orders_filled(broker),
+        topics.orders_updated(broker),
+        topics.orders_cancelled(broker),
+        topics.orders_failed(broker),
+    )
 ]
 
 
@@ -57,7 +64,7 @@ class Live:
 
     def __init__(self, kafka: EmbeddedKafka, redis_server: EmbeddedRedis) -> None:
         self.bootstrap = kafka.bootstrap_servers
-        ensure_topics(self.bootstrap, topics.all_topics([BROKER]), 1)
+        ensure_topics(self.bootstrap, topics.all_topics([BROKER, SECOND]), 1)
         self.redis = redis.Redis.from_url(redis_server.url)
         self.server = FunctionServer(
             "order_updates",
@@ -65,7 +72,7 @@ class Live:
                 "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
                 "ALPHAPANDA_KAFKA__PARTITIONS": "1",
                 "ALPHAPANDA_REDIS__URL": redis_server.url,
-                "ALPHAPANDA_BROKERS": BROKER,
+                "ALPHAPANDA_BROKERS": f"paper,{BROKER},{SECOND}",
                 "ALPHAPANDA_KITE__API_KEY": API_KEY,
                 "ALPHAPANDA_KITE__API_SECRET": API_SECRET,
             },
@@ -81,9 +88,10 @@ class Live:
             request_timeout_s=2.0,
         )
         login = complete_login(self.sandbox.issue_request_token(), self.settings, self.redis, BROKER)
+        complete_login(self.sandbox.issue_request_token(), self.settings, self.redis, SECOND)
         self.kite: Any = KiteConnect(API_KEY, access_token=login.session.access_token, root=self.sandbox.root)
         self.store = RedisStateStore(self.redis, 3600)
-        self.trader = ZerodhaTrader(frozenset({BROKER}), self.settings, claim_ttl_s=3600)
+        self.trader = ZerodhaTrader(frozenset({BROKER, SECOND}), self.settings, claim_ttl_s=3600)
 
     def place(self, event: Event) -> OrderSubmitted:
         (submitted,) = self.trader.handle(event, self.store)
@@ -92,7 +100,7 @@ class Live:
 
     def events_of(self, event: Event, done: type, count: int = 1, timeout: float = 10.0) -> list[Event]:
         """Order events of `event`'s order, read until `count` events of type `done` arrived."""
-        order_id = OrderContext.of(event, BROKER).order_id
+        order_id = OrderContext.of(event, event.broker or BROKER).order_id
 
         def mine(events: list[Event]) -> list[Event]:
             return [e for e in events if getattr(e.data, "order_id", None) == order_id]
@@ -154,6 +162,33 @@ def test_postback_when_order_fills_in_two_parts_then_one_filled_event_per_part_a
     }
     progress = json.loads(live.redis.get(f"{BROKER}:kite:progress:{submitted.broker_order_id}") or b"{}")
     assert (progress["filled"], Decimal(progress["value"])) == (5, Decimal("4000"))
+
+
+def test_postback_when_two_zerodha_brokers_trade_through_the_kite_app_then_each_gets_its_own_fills(
+    live: Live,
+) -> None:
+    # One Kite app, one postback URL, one order_updates: each order's events go to its broker.
+    live.sandbox.set_price("NSE:SBIN", "800")
+    mine, theirs = validated("pb-first", quantity=2), validated("pb-second", quantity=3, broker=SECOND)
+    live.redis.set(core_keys.risk_open_orders(SECOND), "1")
+
+    live.place(mine)
+    live.place(theirs)
+    first = live.events_of(mine, OrderFilled)
+    second = live.events_of(theirs, OrderFilled)
+
+    assert [(e.topic, e.data.quantity) for e in of_type(first, EventType.ORDER_FILLED)] == [  # type: ignore[union-attr]
+        (topics.orders_filled(BROKER), 2)
+    ]
+    assert [(e.topic, e.data.quantity) for e in of_type(second, EventType.ORDER_FILLED)] == [  # type: ignore[union-attr]
+        (topics.orders_filled(SECOND), 3)
+    ]
+    assert {e.broker for e in second} == {SECOND}
+    # The second broker's own order status and risk ledger, not the first's.
+    order_key = core_keys.order(SECOND, OrderContext.of(theirs, SECOND).order_id)
+    order = json.loads(live.redis.get(order_key) or b"{}")
+    assert order["status"] == "COMPLETE" and order["filled"] == 3
+    assert live.redis.get(core_keys.risk_open_orders(SECOND)) == b"0"
 
 
 def _snapshot(live: Live) -> tuple[list[bytes], list[int]]:

@@ -83,7 +83,7 @@ def test_zerodha_flows_when_run_with_debug_logging_then_no_token_or_secret_in_lo
     sandbox.wait_for_order(order["order_id"])
 
     # The ticker streams and relays order updates; a postback arrives; a bad one is refused.
-    updates = TickerOrderUpdates(OrderUpdateProcessor(store, BROKER, charges=None), publisher).start()
+    updates = TickerOrderUpdates(OrderUpdateProcessor(store, (BROKER,), charges=None), publisher).start()
     feed = KiteTickerFeed(
         API_KEY,
         sandbox.ws_root,
@@ -94,7 +94,7 @@ def test_zerodha_flows_when_run_with_debug_logging_then_no_token_or_secret_in_lo
     ).start()
     assert feed.wait_connected(10)
     endpoint = PostbackEndpoint(
-        lambda: API_SECRET, lambda: OrderUpdateProcessor(store, BROKER, charges=None), lambda: publisher
+        lambda: API_SECRET, lambda: OrderUpdateProcessor(store, (BROKER,), charges=None), lambda: publisher
     )
     final = sandbox.order(order["order_id"])
     assert endpoint(_postback(final, order["tag"])).status == 200

@@ -185,7 +185,7 @@ def test_feed_when_order_update_arrives_on_the_ticker_then_it_becomes_a_filled_e
     start_feed: Callable[..., KiteTickerFeed],
 ) -> None:
     charges = LiveChargeRates.shipped(load_instruments())
-    updates = TickerOrderUpdates(OrderUpdateProcessor(store, BROKER, charges=charges), publisher).start()
+    updates = TickerOrderUpdates(OrderUpdateProcessor(store, (BROKER,), charges=charges), publisher).start()
     try:
         start_feed(order_updates=updates)
         sandbox.set_price("NSE:SBIN", "799.95")

@@ -37,7 +37,7 @@ from alphapanda.events import (
     Side,
 )
 from alphapanda.state import keys as core_keys
-from alphapanda.state.store import MemoryStateStore
+from alphapanda.state.store import Decision, MemoryStateStore
 
 SECRET = "s3cret"
 AT = datetime(2026, 1, 5, 10, 0, tzinfo=IST)
@@ -189,12 +189,10 @@ def test_to_events_when_same_update_twice_then_same_ids_on_the_broker_topics_wit
 def _processor() -> tuple[OrderUpdateProcessor, MemoryStateStore]:
     store = MemoryStateStore()
     store.process_once("seed", [], lambda _v: _seed())
-    return OrderUpdateProcessor(store, "zerodha", charges=None), store
+    return OrderUpdateProcessor(store, ("zerodha",), charges=None), store
 
 
 def _seed() -> Any:
-    from alphapanda.state.store import Decision
-
     return Decision(
         outputs=[],
         writes={
@@ -227,6 +225,44 @@ def test_processor_when_order_ends_rejected_then_reservation_and_open_order_give
 
     assert store.get(core_keys.risk_position("zerodha", 779521)) == "0"
     assert store.get(core_keys.risk_open_orders("zerodha")) == "0"
+
+
+def test_processor_when_brokers_share_a_kite_app_then_each_update_goes_to_the_one_that_placed_it() -> None:
+    # Kite posts every order of the app to one URL: the order's tag says whose it is.
+    other = dataclasses.replace(
+        CTX, broker="zerodha-2", tag="apdef", order_id="order-2", submitted_id="sub-2"
+    )
+    store = MemoryStateStore()
+    store.process_once("seed", [], lambda _v: _seed())
+    store.process_once(
+        "seed-2",
+        [],
+        lambda _v: Decision(
+            outputs=[],
+            writes={
+                keys.order_context("zerodha-2", "apdef"): other.to_json(),
+                core_keys.risk_open_orders("zerodha-2"): "1",
+            },
+        ),
+    )
+    processor = OrderUpdateProcessor(store, ("zerodha", "zerodha-2"), charges=None)
+
+    second = processor.process(_update("COMPLETE", 10, 800, tag="apdef", order_id="2601050000000000002"))
+    first = processor.process(_update("COMPLETE", 10, 800))
+
+    assert second is not None and first is not None
+    assert [e.topic for e in second] == ["zerodha-2.orders.filled"]
+    assert [e.topic for e in first] == ["zerodha.orders.filled"]
+    assert second[0].causationid == "sub-2"
+    assert store.get(core_keys.risk_open_orders("zerodha-2")) == "0"
+    assert store.get(core_keys.risk_open_orders("zerodha")) == "0"
+    assert Progress.from_json(store.get(keys.order_progress("zerodha-2", "2601050000000000002"))).filled == 10
+    assert store.get(keys.order_progress("zerodha", "2601050000000000002")) is None
+
+
+def test_processor_when_given_one_broker_name_as_a_string_then_refused() -> None:
+    with pytest.raises(ValueError, match="a sequence of zerodha brokers"):
+        OrderUpdateProcessor(MemoryStateStore(), "zerodha", charges=None)
 
 
 def test_processor_when_tag_is_not_ours_then_ignored_without_state() -> None:
@@ -385,7 +421,7 @@ def test_live_rates_when_instrument_unknown_or_product_unpriced_then_none_and_lo
 def test_processor_when_charges_estimated_and_kite_repeats_the_update_then_the_fill_charged_once() -> None:
     store = MemoryStateStore()
     store.process_once("seed", [], lambda _v: _seed())
-    processor = OrderUpdateProcessor(store, "zerodha", charges=_live_rates())
+    processor = OrderUpdateProcessor(store, ("zerodha",), charges=_live_rates())
 
     first = processor.process(_update("UPDATE", 4, 800))
     again = processor.process(_update("UPDATE", 4, 800))

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -50,7 +50,11 @@ class Publisher(Protocol):
 
 
 class OrderUpdateProcessor:
-    """Turn Kite order updates of one broker into order events, each update exactly once.
+    """Turn Kite order updates of the zerodha `brokers` into order events, each update once.
+
+    The brokers share one Kite app (the deployment has one set of Kite credentials), and Kite
+    sends all of an app's updates to its one postback URL, so one processor takes them all and
+    finds each order's broker by its tag (derived from the broker's own signal id).
 
     `charges` estimates each fill's charges (None: fills carry none); it is asked for, not
     defaulted, so that no process leaves its live fills uncharged by omission."""
@@ -58,32 +62,42 @@ class OrderUpdateProcessor:
     def __init__(
         self,
         store: StateStore,
-        broker: str,
+        brokers: Sequence[str],
         *,
         charges: LiveChargeRates | None,
         clock: Callable[[], datetime] = now,
     ) -> None:
+        if isinstance(brokers, str) or not brokers:
+            raise ValueError(f"OrderUpdateProcessor needs a sequence of zerodha brokers, not {brokers!r}")
         self._store = store
-        self.broker = broker
+        self.brokers = tuple(brokers)
         self._charges = charges
         self._clock = clock
+
+    def _context(self, tag: str) -> tuple[str, OrderContext] | None:
+        """The broker that placed the order tagged `tag`, and the order's context; None if none did."""
+        for broker in self.brokers:
+            raw = self._store.get(keys.order_context(broker, tag))
+            if raw is not None:
+                return broker, OrderContext.from_json(raw)
+        return None
 
     def process(self, update: OrderUpdate) -> list[Event] | None:
         """The events `update` means (the stored ones if it was processed before), or None when
         the order is not one Alpha Panda placed."""
         if not update.tag:
             return None
-        raw_ctx = self._store.get(keys.order_context(self.broker, update.tag))
-        if raw_ctx is None:
+        found = self._context(update.tag)
+        if found is None:
             return None
-        ctx = OrderContext.from_json(raw_ctx)
-        progress_key = keys.order_progress(self.broker, update.order_id)
-        order_key = core_keys.order(self.broker, ctx.order_id)
+        broker, ctx = found
+        progress_key = keys.order_progress(broker, update.order_id)
+        order_key = core_keys.order(broker, ctx.order_id)
         reads = [
             progress_key,
             order_key,
             core_keys.quote(ctx.instrument_token),
-            *ledger_reads(self.broker, ctx.instrument_token, ctx.strategy),
+            *ledger_reads(broker, ctx.instrument_token, ctx.strategy),
         ]
         at = update.updated_at or self._clock()
         rates = (
@@ -112,7 +126,7 @@ class OrderUpdateProcessor:
                 writes |= give_back_unfilled(values, ctx=ctx, unfilled=meaning.ended_unfilled)
             return Decision(outputs=to_events(meaning, ctx, update.order_id, at), writes=writes)
 
-        claim = keys.update_claim(self.broker, update.order_id, update.filled_quantity, update.status)
+        claim = keys.update_claim(broker, update.order_id, update.filled_quantity, update.status)
         return self._store.process_once(claim, reads, decide)
 
     def process_payload(self, payload: Mapping[str, Any]) -> list[Event] | None:
@@ -188,12 +202,12 @@ class PostbackEndpoint:
         return PostbackResponse(503, f"not published: {failure}")
 
 
-def zerodha_broker(settings: Settings) -> str:
-    """The deployment's Zerodha broker (the first zerodha-kind name in ALPHAPANDA_BROKERS)."""
-    for broker in settings.brokers:
-        if broker_kind(broker) == "zerodha":
-            return broker
-    raise ValueError("ALPHAPANDA_BROKERS names no zerodha broker (e.g. ALPHAPANDA_BROKERS=zerodha)")
+def zerodha_brokers(settings: Settings) -> tuple[str, ...]:
+    """The deployment's Zerodha brokers (the zerodha-kind names in ALPHAPANDA_BROKERS), in order."""
+    brokers = tuple(b for b in settings.brokers if broker_kind(b) == "zerodha")
+    if not brokers:
+        raise ValueError("ALPHAPANDA_BROKERS names no zerodha broker (e.g. ALPHAPANDA_BROKERS=zerodha)")
+    return brokers
 
 
 class _Runtime:
@@ -225,7 +239,7 @@ class _Runtime:
         store, publisher = connect(settings)
         charges = LiveChargeRates.shipped(load_instruments(settings.instruments_file))
         with self._lock:
-            self._processor = OrderUpdateProcessor(store, zerodha_broker(settings), charges=charges)
+            self._processor = OrderUpdateProcessor(store, zerodha_brokers(settings), charges=charges)
             self._publisher = publisher
 
     def processor(self) -> OrderUpdateProcessor:

@@ -379,7 +379,7 @@ def run_kite_feed(
     import redis
 
     from alphapanda.brokers.zerodha.charges import LiveChargeRates
-    from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, TickerOrderUpdates, zerodha_broker
+    from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, TickerOrderUpdates, zerodha_brokers
     from alphapanda.brokers.zerodha.session import SessionStore
     from alphapanda.bus.kafka import EventPublisher, ensure_topics
     from alphapanda.config import ConfigError
@@ -393,22 +393,26 @@ def run_kite_feed(
             "the Kite feed needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL "
             "(the access token is read from Redis)"
         )
+    try:
+        configured = zerodha_brokers(settings)
+    except ValueError:
+        configured = ()
     if broker is None:
-        try:
-            broker = zerodha_broker(settings)
-        except ValueError:
-            broker = "zerodha"
+        broker = configured[0] if configured else "zerodha"
+    # The ticker's order messages are those of the session's Kite user: the orders of every
+    # zerodha broker trading through this app, each found by its tag.
+    updated = tuple(dict.fromkeys((broker, *configured)))
     chosen = list(instruments) if instruments is not None else load_instruments(settings.instruments_file)
     client = redis.Redis.from_url(redis_url)
     sessions = SessionStore(client, broker)
     sessions.load()  # no session: stop now with the login hint rather than retry forever
-    ensure_topics(bootstrap, all_topics([broker]), settings.kafka.partitions)
+    ensure_topics(bootstrap, all_topics(list(updated)), settings.kafka.partitions)
     publisher = EventPublisher(bootstrap, settings.kafka.ack_timeout_s)
     updates = (
         TickerOrderUpdates(
             OrderUpdateProcessor(
                 RedisStateStore(client, settings.redis.claim_ttl_s),
-                broker,
+                updated,
                 charges=LiveChargeRates.shipped(chosen),
             ),
             publisher,
