@@ -26,6 +26,7 @@ from alphapanda.cli_args import (
 from alphapanda.config import ConfigError, Settings, first_instruments, load_settings
 from alphapanda.events import Event
 from alphapanda.feed import TickStamper
+from alphapanda.topics import ASSET_CLASSES, market_ticks
 
 if TYPE_CHECKING:
     from alphapanda.domain.instruments import Instrument
@@ -82,7 +83,12 @@ def register(subparsers: Any) -> None:
         "broker named *-replay). The running stages give such ticks to that broker only, with its own "
         "indicator and quote state, so live brokers never see them.",
     )
-    rp.add_argument("--topic", default="market.equity.ticks")
+    rp.add_argument(
+        "--topic",
+        default=market_ticks("equity"),
+        choices=[market_ticks(a) for a in ASSET_CLASSES],
+        help="the ticks topic to read (default %(default)s)",
+    )
     rp.add_argument("--from", dest="start", required=True, help="ISO 8601 time, or a log offset")
     rp.add_argument("--to", dest="end", type=aware_time, help="stop at this tick time (exclusive)")
     rp.add_argument(
@@ -104,6 +110,10 @@ def run(args: argparse.Namespace) -> int | None:
 def backtest_settings(broker: str, strategies: Path | None, **extra: Any) -> Settings:
     from alphapanda.topics import broker_kind, is_replay_broker
 
+    if "," in broker:
+        raise ConfigError(
+            f"--broker {broker}: a backtest trades one paper broker: give one name (e.g. paper)"
+        )
     try:
         kind = broker_kind(broker)
     except ValueError as exc:

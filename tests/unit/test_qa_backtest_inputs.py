@@ -72,6 +72,13 @@ def test_broker_when_a_replay_broker_then_refused(capsys: pytest.CaptureFixture[
     )
 
 
+def test_broker_when_a_list_then_refused_asking_for_one_name(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "broker 'paper,paper-2' is of no known kind", as if the name were misspelt.
+    assert _refused(["--simulate", "10", "--broker", "paper,paper-2"], capsys) == (
+        "alphapanda: --broker paper,paper-2: a backtest trades one paper broker: give one name (e.g. paper)"
+    )
+
+
 def test_broker_when_no_strategy_trades_it_then_refused_naming_those_that_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -310,3 +317,18 @@ def test_arguments_when_bad_then_one_line(
     argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert says in _refused([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
+
+
+def test_replay_when_topic_is_not_a_ticks_topic_then_refused_before_looking_for_a_pipeline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Before: "no running pipeline found", and with one running, "no such topic" only then.
+    with pytest.raises(SystemExit) as stopped:
+        main(["replay", "--topic", "paper.orders.filled", "--from", "0"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    line = err.strip().splitlines()[-1]
+    # (How argparse quotes the choices differs between Python versions.)
+    assert line.startswith("alphapanda replay: error: argument --topic: invalid choice: ")
+    assert "'paper.orders.filled'" in line
+    assert "market.equity.ticks" in line and "market.fno.ticks" in line
