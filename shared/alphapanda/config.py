@@ -28,6 +28,13 @@ class ConfigError(ValueError):
     """A setting is missing or wrong; the message is one line naming it and saying how to fix it."""
 
 
+def cannot_start(function: str, problem: object) -> SystemExit:
+    """What a function's server stops with, as it starts, when its settings are wrong: one line
+    and exit code 1, so the pod crash-loops with the reason in its log. A SystemExit, because
+    functions-framework prints a traceback for an exception raised while it loads the module."""
+    return SystemExit(f"alphapanda {function} function: cannot start: {problem}")
+
+
 T = TypeVar("T")
 
 

@@ -163,7 +163,9 @@ def test_post_when_a_tick_reaches_the_market_feed_then_it_is_on_the_market_topic
         server.stop()
 
 
-def _start_and_fail(function: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _start_and_fail(
+    function: str, env: dict[str, str], signature: str = "cloudevent"
+) -> subprocess.CompletedProcess[str]:
     """Run `functions-framework` for `function` as Knative does, expecting it to stop by itself."""
     return subprocess.run(
         [
@@ -175,7 +177,7 @@ def _start_and_fail(function: str, env: dict[str, str]) -> subprocess.CompletedP
             "--target",
             "handle",
             "--signature-type",
-            "cloudevent",
+            signature,
             "--host",
             "127.0.0.1",
             "--port",
@@ -234,3 +236,38 @@ def test_server_when_a_setting_is_wrong_then_it_stops_at_start_naming_the_settin
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("alphapanda portfolio_manager function: cannot start: setting ALPHAPANDA_BROKERS")
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (
+            UNREACHABLE | {"ALPHAPANDA_KITE__API_SECRET": "s"},
+            "ALPHAPANDA_BROKERS names no zerodha broker (e.g. ALPHAPANDA_BROKERS=zerodha)",
+        ),
+        (
+            UNREACHABLE | {"ALPHAPANDA_BROKERS": "paper,zerodha"},
+            "order_updates needs ALPHAPANDA_KITE__API_SECRET to check Kite's postback checksums",
+        ),
+        (
+            {"ALPHAPANDA_BROKERS": "zerodha", "ALPHAPANDA_KITE__API_SECRET": "s"},
+            "order_updates needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL",
+        ),
+    ],
+)
+def test_postback_server_when_settings_are_wrong_then_it_stops_at_start_with_one_line(
+    env: dict[str, str], says: str
+) -> None:
+    done = _start_and_fail("order_updates", env, signature="http")
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"alphapanda order_updates function: cannot start: {says}"]
+
+
+def test_read_api_server_when_redis_not_configured_then_it_stops_at_start_with_one_line() -> None:
+    done = _start_and_fail("api", {"ALPHAPANDA_BROKERS": "paper"}, signature="http")
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "alphapanda api function: cannot start: the read API needs ALPHAPANDA_REDIS__URL"
+    ]

@@ -168,8 +168,16 @@ class LazyReadApi:
     (and be retried on the next request), not stop the server."""
 
     def __init__(self) -> None:
+        from alphapanda.config import ConfigError, cannot_start
+
         self._api: ReadApi | None = None
         self._lock = threading.Lock()
+        try:
+            # The settings are read as the server starts, so a wrong one stops it with one line
+            # rather than answering 503 for ever; only the connection waits for a request.
+            self._settings = _api_settings()
+        except ConfigError as exc:
+            raise cannot_start("api", exc) from None
 
     def __call__(self, method: str, path: str, query: Mapping[str, str]) -> ApiResponse:
         try:
@@ -181,19 +189,24 @@ class LazyReadApi:
     def _connected(self) -> ReadApi:
         with self._lock:
             if self._api is None:
-                self._api = _connect()
+                self._api = _connect(self._settings)
             return self._api
 
 
-def _connect() -> ReadApi:
-    import redis
-
+def _api_settings() -> Settings:
     from alphapanda.config import ConfigError, load_settings
-    from alphapanda.state.store import RedisStateStore
 
     settings = load_settings()
     if not settings.redis.url:
         raise ConfigError("the read API needs ALPHAPANDA_REDIS__URL")
+    return settings
+
+
+def _connect(settings: Settings) -> ReadApi:
+    import redis
+
+    from alphapanda.state.store import RedisStateStore
+
     client: Any = redis.Redis.from_url(settings.redis.url)
     client.ping()
     store = RedisStateStore(client, settings.redis.claim_ttl_s)

@@ -37,7 +37,7 @@ from redis.connection import AbstractConnection
 from alphapanda.brokers.factory import TraderUnavailable
 from alphapanda.bus.delivery import DeadLetter, dead_letter_record, deliver, deliver_batch
 from alphapanda.bus.kafka import EventPublisher, Headers, PublishError
-from alphapanda.config import ConfigError, Settings, load_settings
+from alphapanda.config import ConfigError, Settings, cannot_start, load_settings
 from alphapanda.domain.instruments import InstrumentFileError
 from alphapanda.domain.strategy import StrategyConfigError
 from alphapanda.events import Event, EventType, InvalidEvent, MarketTick, from_attributes
@@ -177,8 +177,7 @@ def check_startup(function: Function) -> None:
         settings = _function_settings()
         _started = (settings, build_core(settings))
     except STARTUP_ERRORS as exc:
-        # SystemExit, not an exception: functions-framework would print a traceback for one.
-        raise SystemExit(f"alphapanda {function.value} function: cannot start: {exc}") from None
+        raise cannot_start(function.value, exc) from None
 
 
 def _function_settings() -> Settings:

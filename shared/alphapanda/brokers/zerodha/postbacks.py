@@ -34,7 +34,7 @@ from alphapanda.brokers.zerodha.updates import (
     to_events,
     verify_checksum,
 )
-from alphapanda.config import Settings, load_settings
+from alphapanda.config import ConfigError, Settings, cannot_start, load_settings
 from alphapanda.domain.instruments import load_instruments
 from alphapanda.events import Event, now
 from alphapanda.stages.risk_ledger import ledger_reads
@@ -228,14 +228,27 @@ class _Runtime:
     def api_secret(self) -> str:
         return self.settings().kite.api_secret.get_secret_value()
 
+    def check(self) -> None:
+        """Read and check the settings as the server starts: a wrong or missing one stops it
+        with one line, rather than failing every postback while the pod looks healthy."""
+        try:
+            settings = self.settings()
+            if not settings.kafka.bootstrap_servers or not settings.redis.url:
+                raise ConfigError(
+                    "order_updates needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL"
+                )
+            if not settings.kite.api_secret.get_secret_value():
+                raise ConfigError(
+                    "order_updates needs ALPHAPANDA_KITE__API_SECRET to check Kite's postback checksums"
+                )
+            zerodha_brokers(settings)
+        except (ConfigError, ValueError) as exc:
+            raise cannot_start("order_updates", exc) from None
+
     def _connect(self) -> None:
         from alphapanda.runtime.bootstrap import connect
 
         settings = self.settings()
-        if not settings.kafka.bootstrap_servers or not settings.redis.url:
-            raise RuntimeError(
-                "order_updates needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL"
-            )
         store, publisher = connect(settings)
         charges = LiveChargeRates.shipped(load_instruments(settings.instruments_file))
         with self._lock:
@@ -258,6 +271,7 @@ class _Runtime:
 def postback_endpoint() -> PostbackEndpoint:
     """The endpoint as `functions/order_updates` serves it: settings and clients from the environment."""
     runtime = _Runtime()
+    runtime.check()
     return PostbackEndpoint(runtime.api_secret, runtime.processor, runtime.publisher)
 
 
