@@ -59,8 +59,10 @@ def register(subparsers: Any) -> None:
     bt.add_argument(
         "--plot",
         type=output_file(*PLOT_SUFFIXES),
+        action="append",
         metavar="OUT",
-        help="equity + drawdown plot: .png, .svg or .html",
+        help="equity + drawdown plot: .png, .svg or .html; repeat it for several (--plot equity.png "
+        "--plot equity.html)",
     )
     bt.add_argument("--instruments", type=whole_number, help="--simulate: the first N instruments")
     bt.add_argument("--seed", type=int, default=7, help="--simulate: simulator seed")
@@ -324,12 +326,15 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(report.dumps())
         print(f"report: {args.json}")
-    if args.plot is not None:
-        code = write_plot(report, args.plot)
-        if code:
-            return code
-        print(f"plot: {args.plot}")
-    return 0
+    code = 0
+    for path in dict.fromkeys(args.plot or ()):
+        # Each is written even if one before it failed (a PNG without matplotlib).
+        failed = write_plot(report, path)
+        if failed:
+            code = failed
+        else:
+            print(f"plot: {path}")
+    return code
 
 
 def strategy_failure_notes(result: BacktestResult) -> list[str]:

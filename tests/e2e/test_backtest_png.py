@@ -51,7 +51,7 @@ def _alphapanda() -> str:
 
 
 def test_backtest_when_plot_is_a_png_then_a_png_of_the_equity_and_drawdown_is_written(tmp_path: Path) -> None:
-    plot, report_json = tmp_path / "equity.png", tmp_path / "report.json"
+    plot, report_json, html = tmp_path / "equity.png", tmp_path / "report.json", tmp_path / "equity.html"
     done = subprocess.run(
         [
             _alphapanda(),
@@ -63,13 +63,17 @@ def test_backtest_when_plot_is_a_png_then_a_png_of_the_equity_and_drawdown_is_wr
             str(report_json),
             "--plot",
             str(plot),
+            "--plot",
+            str(html),
         ],
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"plot: {plot}" in done.stdout
+    assert f"plot: {plot}\nplot: {html}" in done.stdout
+    # The HTML version of the same plot, beside the PNG, from the same run.
+    assert "<svg" in html.read_text()
     report = json.loads(report_json.read_text())
     assert len(report["equity_curve"]) > 100 and Decimal(report["max_drawdown"]) > 0
 
