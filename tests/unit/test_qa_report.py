@@ -93,6 +93,52 @@ def test_qa_final_equity_includes_fills_at_the_instant_of_the_last_sample() -> N
     assert report.curve[-1].gross_exposure == D("1000")
 
 
+def test_qa_each_strategys_part_is_its_own_fills_charges_trips_and_open_rest_and_the_parts_add_up() -> None:
+    fills = {
+        # "fast" wins a round trip (+200 - 4 of charges) then opens a short it still holds.
+        0: [
+            _fill(0, Side.BUY, 10, "100", "2", strategy="fast"),
+            _fill(1, Side.BUY, 5, "100", "1", strategy="slow"),
+        ],
+        1: [_fill(2, Side.SELL, 30, "120", "2", strategy="fast")],  # +200 realised, short 20 @ 120
+        # "slow" loses its round trip (-50 - 1 - 1 of charges).
+        2: [_fill(3, Side.SELL, 5, "90", "1", strategy="slow")],
+    }
+    _, report = _replay(fills, ["100", "120", "90", "110"])
+
+    fast, slow = report.strategies
+    assert (fast.strategy, slow.strategy) == ("fast", "slow")
+    # fast: +200 realised, short 20 from 120 marked at 110 = +200, charges 4 -> net 396
+    assert (fast.net_pnl, fast.charges, fast.open_value) == (D("396"), D("4"), D("-2200"))
+    assert (fast.trades, fast.round_trips, fast.winning_trips, fast.win_rate) == (2, 1, 1, 1.0)
+    # slow: -50 realised, charges 2 -> net -52, flat at the end
+    assert (slow.net_pnl, slow.charges, slow.open_value) == (D("-52"), D("2"), D("0"))
+    assert (slow.trades, slow.round_trips, slow.winning_trips, slow.win_rate) == (2, 1, 0, 0.0)
+    assert fast.net_pnl + slow.net_pnl == report.net_pnl
+    assert fast.charges + slow.charges == report.charges
+
+    lines = report.summary_lines()
+    assert lines[-2].startswith("by strategy     fast  net Rs 396.00 (charges Rs 4.00), 2 fills, 1 round")
+    assert lines[-1].startswith("                slow  net Rs -52.00 (charges Rs 2.00), 2 fills")
+    assert _strict(report.dumps())["strategies"]["fast"] == {
+        "net_pnl": "396",
+        "charges": "4",
+        "trades": 2,
+        "round_trips": 1,
+        "winning_trips": 1,
+        "win_rate": 1.0,
+        "open_value": "-2200",
+    }
+
+
+def test_qa_one_strategy_gets_no_by_strategy_lines_as_they_would_repeat_the_totals() -> None:
+    _, report = _replay({0: [_fill(0, Side.BUY, 10, "100")]}, ["100", "101"])
+
+    (only,) = report.strategies
+    assert only.net_pnl == report.net_pnl == D("10")
+    assert not any(line.startswith("by strategy") for line in report.summary_lines())
+
+
 # --- round trips and win rate -----------------------------------------------------------------
 
 

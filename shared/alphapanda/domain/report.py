@@ -89,6 +89,46 @@ class _Holding:
     """Realised PnL less charges of the round trip now open (flat -> ... -> flat)."""
 
 
+@dataclass(slots=True)
+class _StrategyBook:
+    """One strategy's share of the account: what its fills paid and received, and its trips."""
+
+    cash: Decimal = ZERO
+    charges: Decimal = ZERO
+    fills: int = 0
+    trips: int = 0
+    wins: int = 0
+
+
+@immutable(slots=True)
+class StrategyResult:
+    """One strategy's part of a backtest: the strategies' net PnLs add up to the run's."""
+
+    strategy: str
+    net_pnl: Decimal
+    charges: Decimal
+    trades: int
+    round_trips: int
+    winning_trips: int
+    open_value: Decimal
+    """Its open positions at the last marks (signed: short positions count negative)."""
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.winning_trips / self.round_trips if self.round_trips else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "net_pnl": str(self.net_pnl),
+            "charges": str(self.charges),
+            "trades": self.trades,
+            "round_trips": self.round_trips,
+            "winning_trips": self.winning_trips,
+            "win_rate": _round(self.win_rate),
+            "open_value": str(self.open_value),
+        }
+
+
 @dataclass
 class EquityTracker:
     """Marks positions to market and samples equity once per bar of event time.
@@ -111,14 +151,22 @@ class EquityTracker:
     within the current bar (see `bar_span`), which is all `on_mark` would do for them."""
     _bucket: int | None = None
     _last_at: datetime | None = None
+    _books: dict[str, _StrategyBook] = field(default_factory=dict)
 
     def on_fill(self, fill: FillRecord) -> None:
         key = (fill.strategy, fill.instrument_token)
         h = self._holdings.setdefault(key, _Holding())
+        book = self._books.get(fill.strategy)
+        if book is None:
+            book = self._books[fill.strategy] = _StrategyBook()
         signed = fill.side.sign * fill.quantity
-        self.cash -= signed * fill.price
+        paid = signed * fill.price
+        self.cash -= paid
+        book.cash -= paid
         cost = fill.cost
         self.charges += cost
+        book.charges += cost
+        book.fills += 1
         h.trip_pnl -= cost
         before = h.position
         # The portfolio manager's own accounting (exact cost on closes), so a trip's PnL is
@@ -129,6 +177,9 @@ class EquityTracker:
         q, new_q = before.net_quantity, after.net_quantity
         if q and (new_q == 0 or (new_q > 0) != (q > 0)):
             self.trips.append(h.trip_pnl)
+            book.trips += 1
+            if h.trip_pnl > 0:
+                book.wins += 1
             h.trip_pnl = ZERO
         self.marks[fill.instrument_token] = fill.price
 
@@ -170,6 +221,27 @@ class EquityTracker:
         else:
             self.curve.append(point)
 
+    def strategy_results(self) -> tuple[StrategyResult, ...]:
+        """Each strategy's part, by name, at the latest marks (those of the closing sample)."""
+        value: dict[str, Decimal] = {}
+        for (strategy, token), h in self._holdings.items():
+            q = h.position.net_quantity
+            if q:
+                mark = self.marks.get(token, h.position.average_price)
+                value[strategy] = value.get(strategy, ZERO) + q * mark
+        return tuple(
+            StrategyResult(
+                strategy=name,
+                net_pnl=book.cash - book.charges + value.get(name, ZERO),
+                charges=book.charges,
+                trades=book.fills,
+                round_trips=book.trips,
+                winning_trips=book.wins,
+                open_value=value.get(name, ZERO),
+            )
+            for name, book in sorted(self._books.items())
+        )
+
     def _point(self, at: datetime) -> EquityPoint:
         value, gross = ZERO, ZERO
         for (_strategy, token), h in self._holdings.items():
@@ -201,6 +273,8 @@ class Report:
     events: dict[str, int]
     curve: tuple[EquityPoint, ...] = field(repr=False)
     fills: tuple[FillRecord, ...] = field(repr=False)
+    strategies: tuple[StrategyResult, ...] = ()
+    """Each strategy's part, by name (those that traded)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -220,6 +294,7 @@ class Report:
             "max_gross_exposure": str(self.max_gross_exposure),
             "ticks": self.ticks,
             "events": dict(sorted(self.events.items())),
+            "strategies": {s.strategy: s.to_json() for s in self.strategies},
             "equity_curve": [
                 {"at": p.at.isoformat(), "equity": str(p.equity), "gross_exposure": str(p.gross_exposure)}
                 for p in self.curve
@@ -245,7 +320,23 @@ class Report:
             f"Sharpe          {sharpe}  ({self.sharpe_basis})",
             f"exposure        in market {self.time_in_market_pct:.1%} of bars, "
             f"max gross Rs {self.max_gross_exposure:,.2f}",
+            *self._strategy_lines(),
         ]
+
+    def _strategy_lines(self) -> list[str]:
+        """A line per strategy that traded, when more than one did: which made what."""
+        if len(self.strategies) < 2:
+            return []
+        width = max(len(s.strategy) for s in self.strategies)
+        lines = []
+        for index, s in enumerate(self.strategies):
+            win = "n/a" if s.win_rate is None else f"{s.win_rate:.1%}"
+            label = "by strategy     " if index == 0 else " " * 16
+            lines.append(
+                f"{label}{s.strategy:<{width}}  net Rs {s.net_pnl:,.2f} (charges Rs {s.charges:,.2f}), "
+                f"{s.trades:,} fills, {s.round_trips:,} round trips, win rate {win}"
+            )
+        return lines
 
 
 def _round(value: float | None) -> float | None:
@@ -311,6 +402,7 @@ def build_report(
         events=events,
         curve=tuple(curve),
         fills=tuple(fills),
+        strategies=tracker.strategy_results(),
     )
 
 
