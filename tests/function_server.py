@@ -17,6 +17,25 @@ from alphapanda.runtime.embedded import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def functions_framework_command(name: str, port: int, signature: str = "cloudevent") -> list[str]:
+    """`functions-framework` serving `functions/<name>/main.py` on 127.0.0.1:`port`, as Knative runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--source",
+        str(ROOT / "functions" / name / "main.py"),
+        "--target",
+        "handle",
+        "--signature-type",
+        signature,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 class FunctionServer:
     """`functions-framework --source functions/<name>/main.py --target handle` on a free port."""
 
@@ -24,21 +43,7 @@ class FunctionServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--source",
-                str(ROOT / "functions" / name / "main.py"),
-                "--target",
-                "handle",
-                "--signature-type",
-                signature,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            functions_framework_command(name, self.port, signature),
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

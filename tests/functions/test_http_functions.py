@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,7 +18,7 @@ from alphapanda import topics
 from alphapanda.bus.kafka import ensure_topics, from_kafka
 from alphapanda.events import IST, Event, EventType, MarketTick, Side, Signal, derive_id, to_attributes
 from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-from function_server import FunctionServer
+from function_server import FunctionServer, functions_framework_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,21 +167,7 @@ def _start_and_fail(
 ) -> subprocess.CompletedProcess[str]:
     """Run `functions-framework` for `function` as Knative does, expecting it to stop by itself."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            "--source",
-            str(ROOT / "functions" / function / "main.py"),
-            "--target",
-            "handle",
-            "--signature-type",
-            signature,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-        ],
+        functions_framework_command(function, free_port(), signature),
         env={k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")} | env,
         capture_output=True,
         text=True,

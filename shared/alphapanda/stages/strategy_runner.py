@@ -129,22 +129,7 @@ class StrategyRunner:
                 f"the last {in_a_row} ticks in a row and sent nothing for them (next alert at "
                 f"{in_a_row * 10})"
             )
-        return self._alerts(
-            event,
-            spec,
-            "failed",
-            Alert(
-                kind="strategy_error",
-                severity=Severity.WARNING,
-                message=message,
-                details={
-                    "strategy": spec.name,
-                    "instrument_token": str(tick.instrument_token),
-                    "failures_in_a_row": str(in_a_row),
-                },
-                raised_at=tick.exchange_timestamp,
-            ),
-        )
+        return self._alerts(event, spec, "failed", "strategy_error", Severity.WARNING, message, in_a_row)
 
     def recovered(self, event: Event, spec: StrategySpec, failures: int) -> list[Event]:
         """The alerts, one per broker the tick feeds for `spec`, that its strategy ran again
@@ -155,24 +140,30 @@ class StrategyRunner:
             f"{tick.exchange_timestamp.isoformat()} after failing on {failures} "
             f"tick{'s' if failures != 1 else ''} in a row"
         )
-        return self._alerts(
-            event,
-            spec,
-            "recovered",
-            Alert(
-                kind="strategy_recovered",
-                severity=Severity.INFO,
-                message=message,
-                details={
-                    "strategy": spec.name,
-                    "instrument_token": str(tick.instrument_token),
-                    "failures_in_a_row": str(failures),
-                },
-                raised_at=tick.exchange_timestamp,
-            ),
-        )
+        return self._alerts(event, spec, "recovered", "strategy_recovered", Severity.INFO, message, failures)
 
-    def _alerts(self, event: Event, spec: StrategySpec, what: str, alert: Alert) -> list[Event]:
+    def _alerts(
+        self,
+        event: Event,
+        spec: StrategySpec,
+        what: str,
+        kind: str,
+        severity: Severity,
+        message: str,
+        in_a_row: int,
+    ) -> list[Event]:
+        tick = _tick(event)
+        alert = Alert(
+            kind=kind,
+            severity=severity,
+            message=message,
+            details={
+                "strategy": spec.name,
+                "instrument_token": str(tick.instrument_token),
+                "failures_in_a_row": str(in_a_row),
+            },
+            raised_at=tick.exchange_timestamp,
+        )
         source = source_of(self.function.value)
         return [
             event.child(f"{spec.name}/{what}/{broker}", alert, source=source, broker=broker)
