@@ -390,6 +390,8 @@ def test_backtest_when_a_users_strategy_runs_then_fast_and_general_paths_agree_t
     # A few ticks above the threshold, each failed on and counted, and the run went on trading.
     assert expected >= 2
     assert fast.strategy_failures == general.strategy_failures == Counter({"mine": expected})
+    # ... and the JSON report says so too, for a script that reads only that.
+    assert json.loads(fast.report.dumps())["strategy_failures"] == {"mine": expected}
     kinds = Counter(a.data.kind for a in fast.alerts)  # type: ignore[attr-defined]
     assert 1 <= kinds["strategy_error"] <= expected and kinds["strategy_recovered"] <= kinds["strategy_error"]
     assert {f.data.strategy for f in fast.fills} == {"mine", "ema"}  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import itertools
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -275,6 +275,8 @@ class Report:
     fills: tuple[FillRecord, ...] = field(repr=False)
     strategies: tuple[StrategyResult, ...] = ()
     """Each strategy's part, by name (those that traded)."""
+    strategy_failures: dict[str, int] = field(default_factory=dict)
+    """Per strategy of the user's own that failed on ticks, how many (it sent nothing on them)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -295,6 +297,7 @@ class Report:
             "ticks": self.ticks,
             "events": dict(sorted(self.events.items())),
             "strategies": {s.strategy: s.to_json() for s in self.strategies},
+            "strategy_failures": dict(sorted(self.strategy_failures.items())),
             "equity_curve": [
                 {"at": p.at.isoformat(), "equity": str(p.equity), "gross_exposure": str(p.gross_exposure)}
                 for p in self.curve
@@ -371,7 +374,12 @@ def sharpe_ratio(equity: Sequence[Decimal], capital: Decimal, periods: float) ->
 
 
 def build_report(
-    tracker: EquityTracker, fills: Sequence[FillRecord], *, ticks: int, events: dict[str, int]
+    tracker: EquityTracker,
+    fills: Sequence[FillRecord],
+    *,
+    ticks: int,
+    events: dict[str, int],
+    strategy_failures: Mapping[str, int] | None = None,
 ) -> Report:
     curve = tracker.curve
     equity = [p.equity for p in curve]
@@ -403,6 +411,7 @@ def build_report(
         curve=tuple(curve),
         fills=tuple(fills),
         strategies=tracker.strategy_results(),
+        strategy_failures=dict(strategy_failures or {}),
     )
 
 

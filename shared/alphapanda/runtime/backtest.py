@@ -414,8 +414,9 @@ class Backtest:
         if progress is not None:
             progress(n % 1000)
         tracker.finish()
-        report = build_report(tracker, records, ticks=n, events=dict(counts))
-        return BacktestResult(report, fills, counts, self._alerts, self._failure_counts())
+        failures = self._failure_counts()
+        report = build_report(tracker, records, ticks=n, events=dict(counts), strategy_failures=failures)
+        return BacktestResult(report, fills, counts, self._alerts, failures)
 
     # --- the fast path --------------------------------------------------------------------
 
@@ -567,8 +568,9 @@ class Backtest:
         if at is not None:
             tracker.seen(at)
         tracker.finish()
-        report = build_report(tracker, records, ticks=n, events=dict(counts))
-        return BacktestResult(report, fills, counts, self._alerts, self._failure_counts())
+        failures = self._failure_counts()
+        report = build_report(tracker, records, ticks=n, events=dict(counts), strategy_failures=failures)
+        return BacktestResult(report, fills, counts, self._alerts, failures)
 
     def _scoped_tick(
         self, event: Event, counts: Counter[str], fills: list[Event], records: list[FillRecord]
