@@ -106,6 +106,13 @@ class Chart:
             raise HelmError(done.stderr)
         return Rendered(tuple(d for d in yaml.safe_load_all(done.stdout) if d))
 
+    def notes(self, *args: str) -> str:
+        """The NOTES.txt an install with `args` prints (`helm install --dry-run=client`: no cluster)."""
+        done = self.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *args)
+        if done.returncode != 0:
+            raise HelmError(done.stderr)
+        return done.stdout.partition("\nNOTES:\n")[2]
+
     def template_error(self, *args: str) -> str:
         """Render expecting failure; return helm's error output."""
         done = self.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)

@@ -14,7 +14,7 @@ from alphapanda import topics
 from alphapanda.events import EventType, MarketTick
 from alphapanda.topics import Binding, Function
 
-from .helmkit import REPO, Chart, Obj, Rendered
+from .helmkit import NAMESPACE, REPO, Chart, Obj, Rendered
 
 ZERODHA_CREDS = ("--set", "kite.existingSecret=alphapanda-kite")
 BROKER_SETS = [["paper"], ["zerodha"], ["paper", "zerodha"], ["paper", "zerodha", "paper-replay"]]
@@ -249,6 +249,13 @@ def test_render_when_two_zerodha_brokers_then_one_postback_endpoint_serves_both(
     env = env_of(rendered.ksvcs["order-updates"])
     assert env["ALPHAPANDA_BROKERS"] == "paper,zerodha,zerodha-2"
     assert {"zerodha-trading-engine", "zerodha-2-trading-engine"} <= set(rendered.ksvcs)
+
+
+def test_notes_when_zerodha_enabled_then_they_say_where_kites_postbacks_go(chart: Chart) -> None:
+    notes = chart.notes("--set-json", 'brokers=["paper","zerodha","zerodha-2"]', *ZERODHA_CREDS)
+    assert "Register the order-updates service's URL as the Kite app's postback URL" in notes
+    assert f"kubectl -n {NAMESPACE} get ksvc order-updates -o jsonpath='{{.status.url}}'" in notes
+    assert "order-updates" not in chart.notes("--set-json", 'brokers=["paper"]')
 
 
 def test_render_when_kite_roots_set_then_exactly_the_credentialed_pods_use_them(chart: Chart) -> None:
