@@ -94,6 +94,23 @@ def test_render_when_kite_sandbox_on_then_it_posts_order_updates_to_the_order_up
     assert "--postback-url" not in _container(_sandbox_objects(off)[0])["command"]
 
 
+def test_render_when_kite_sandbox_serves_two_zerodha_brokers_then_both_trade_and_log_in_against_it(
+    chart: Chart,
+) -> None:
+    # One sandbox is one Kite app, as the real one is: both brokers use it, and its postbacks
+    # go to the one order-updates, which gives each order's updates to its broker.
+    two = ("--set", "brokers={paper,zerodha,zerodha-2}", "--set", "kiteSandbox.enabled=true")
+    rendered = chart.template(*two)
+    host = f"{SANDBOX}.{NAMESPACE}.svc.cluster.local"
+    for engine in ("zerodha-trading-engine", "zerodha-2-trading-engine"):
+        assert env_of(rendered.ksvcs[engine])["ALPHAPANDA_KITE__ROOT"] == f"http://{host}:8080"
+    postback = urlparse(_option(_container(_sandbox_objects(rendered)[0])["command"], "--postback-url"))
+    assert postback.hostname == f"order-updates.{NAMESPACE}.svc.cluster.local"
+    notes = chart.notes(*two)
+    for broker in ("zerodha", "zerodha-2"):
+        assert f"exec deploy/market-feed -- alphapanda login --sandbox --broker {broker}\n" in notes + "\n"
+
+
 def test_render_when_kite_sandbox_on_then_its_market_clock_runs_unless_turned_off(chart: Chart) -> None:
     default = _container(_sandbox_objects(chart.template(*ON))[0])["command"]
     wall = chart.template(*ON, "--set", "kiteSandbox.marketClock=false")

@@ -271,15 +271,16 @@ The Kite sandbox's object name (Deployment and Service).
 {{- end }}
 
 {{/*
-The zerodha broker the Kite sandbox serves, or empty when kiteSandbox is off. Exactly one: the
-sandbox serves one api key and, like a Kite app, posts order updates to one URL.
+The first zerodha broker, whose name labels the Kite sandbox, or empty when kiteSandbox is off.
+The sandbox is one Kite app (one api key, one postback URL) for every zerodha broker, as a real
+app is: each logs in to it, and order_updates gives each order's updates to its broker.
 */}}
 {{- define "alphapanda.kiteSandboxBroker" -}}
 {{- if .Values.kiteSandbox.enabled }}
 {{- $zerodha := list }}
 {{- range include "alphapanda.brokers" . | fromJsonArray }}{{ if eq (first (splitList "-" .)) "zerodha" }}{{ $zerodha = append $zerodha . }}{{ end }}{{ end }}
-{{- if ne (len $zerodha) 1 }}
-{{- fail (printf "kiteSandbox.enabled: the sandbox serves exactly one zerodha broker (one api key, one postback URL), but the brokers have %d (%s): run exactly one, e.g. --set 'brokers={paper,zerodha}', or leave kiteSandbox off" (len $zerodha) (join ", " $zerodha | default "none")) }}
+{{- if not $zerodha }}
+{{- fail "kiteSandbox.enabled: the sandbox stands in for Kite for the zerodha brokers, but the brokers have none: add one, e.g. --set 'brokers={paper,zerodha}', or leave kiteSandbox off" }}
 {{- end }}
 {{- if eq (int .Values.kiteSandbox.port) (int .Values.kiteSandbox.wsPort) }}
 {{- fail (printf "kiteSandbox: port and wsPort are both %v: the REST API and the ticker need a port each" .Values.kiteSandbox.port) }}
