@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 import redis
 from kiteconnect import KiteConnect
-from zerodha_env import API_KEY, BROKER, validated
+from zerodha_env import API_KEY, BROKER, SBIN, validated
 
 from alphapanda.brokers.zerodha import keys
 from alphapanda.brokers.zerodha.errors import KiteThrottled
@@ -18,8 +18,10 @@ from alphapanda.brokers.zerodha.rate_limit import OrderRateLimiter
 from alphapanda.brokers.zerodha.session import complete_login
 from alphapanda.brokers.zerodha.trader import ZerodhaTrader
 from alphapanda.config import KiteSettings
+from alphapanda.events import OrderFailed, OrderSubmitted
 from alphapanda.kite_sandbox import KiteSandbox, SandboxConfig
 from alphapanda.runtime.embedded import EmbeddedRedis
+from alphapanda.state import keys as core_keys
 from alphapanda.state.store import RedisStateStore
 
 
@@ -205,3 +207,39 @@ def test_acquire_when_daily_cap_configured_then_refused_once_spent_and_until_the
         limiter.acquire()
     # Without a daily cap (the default) only the second and minute windows apply.
     assert OrderRateLimiter(client, "daily-app-2", per_second=100, per_minute=100).try_acquire() == 0
+
+
+def test_handle_when_the_apps_order_rate_stays_full_then_the_order_fails_and_gives_back_its_risk(
+    sandbox: KiteSandbox, kite_settings: KiteSettings, access_token: str, redis_server: EmbeddedRedis
+) -> None:
+    # Before: KiteThrottled, retried by the delivery layer until the validated signal was
+    # dead-lettered, with its risk still reserved and its order still counted as open.
+    settings = kite_settings.model_copy(update={"orders_per_second": 10, "orders_per_minute": 2})
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisStateStore(client, 3600)
+    trader = ZerodhaTrader(frozenset({BROKER}), settings, rate_wait_max_s=0.2)
+    for i in range(2):
+        (submitted,) = trader.handle(validated(f"full-{i}"), store)
+        assert isinstance(submitted.data, OrderSubmitted)
+    # What the risk manager reserved for the third signal (3 shares, one open order).
+    client.set(core_keys.risk_position(BROKER, SBIN), "3")
+    client.set(core_keys.risk_open_orders(BROKER), "1")
+
+    started = time.monotonic()
+    (failed,) = trader.handle(validated("full-2"), store)
+
+    assert time.monotonic() - started < 5  # it waited its 0.2 s, not the rest of the minute
+    assert isinstance(failed.data, OrderFailed)
+    assert failed.data.reason.startswith(
+        "not placed: the Kite app's order-rate limit is full for the next "
+    ), failed.data.reason
+    assert "an order waits at most 0.2s for it" in failed.data.reason
+    assert failed.topic == "zerodha.orders.failed"
+    assert len(sandbox.orders()) == 2
+    assert client.get(core_keys.risk_position(BROKER, SBIN)) == b"0"
+    assert client.get(core_keys.risk_open_orders(BROKER)) == b"0"
+    # The same event again (a redelivery): the same failure, nothing placed or given back twice.
+    (again,) = trader.handle(validated("full-2"), store)
+    assert again.id == failed.id
+    assert len(sandbox.orders()) == 2
+    assert client.get(core_keys.risk_open_orders(BROKER)) == b"0"

@@ -83,15 +83,13 @@ class OrderRateLimiter:
         return wait_ms / 1000
 
     def acquire(self) -> None:
-        """Take a slot, waiting as needed; raise `KiteThrottled` (retry later) if that takes too long."""
+        """Take a slot, waiting as needed; raise `KiteThrottled` if that would take too long."""
         waited = 0.0
         while True:
             wait = self.try_acquire()
             if wait == 0:
                 return
             if waited + wait > self._max_wait_s:
-                raise KiteThrottled(
-                    f"the shared order-rate limit is full for the next {wait:.1f}s; retry later"
-                )
+                raise KiteThrottled(f"the Kite app's order-rate limit is full for the next {wait:.1f}s")
             self._sleep(wait)
             waited += wait

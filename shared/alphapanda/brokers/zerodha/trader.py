@@ -192,7 +192,11 @@ class ZerodhaTrader:
             market_protection=self._kite.market_protection,
             algo_id=self._kite.algo_id,
         )
-        self._limiter(client).acquire()
+        try:
+            self._limiter(client).acquire()
+        except KiteThrottled as exc:
+            refused = self._failed(event, ctx, self._not_admitted(exc))
+            return self._finish(ledger, raw, ctx, [refused], give_back=True)
         attempt = ClaimRecord.placing(uuid.uuid4().hex, self._wall() + self.lease_s)
         context = (keys.order_context(ctx.broker, ctx.tag), ctx.to_json()) if raw is None else None
         held = ledger.swap(raw, attempt, aux=context)
@@ -230,7 +234,12 @@ class ZerodhaTrader:
                 if attempt == self._throttle_retries:
                     break
                 self._sleep(self._throttle_backoff_s * 2**attempt)
-                self._limiter(client).acquire()
+                try:
+                    self._limiter(client).acquire()
+                except KiteThrottled as throttled:
+                    # Kite's 429 said the last attempt was not placed.
+                    reason = self._not_admitted(throttled)
+                    return self._finish(ledger, held, ctx, [self._failed(event, ctx, reason)], give_back=True)
                 lease = ClaimRecord.placing(uuid.uuid4().hex, self._wall() + self.lease_s)
                 renewed = ledger.swap(held, lease)
                 if renewed is None:
@@ -424,6 +433,18 @@ class ZerodhaTrader:
             writes=writes,
         )
         return outputs if done is not None else None
+
+    def _not_admitted(self, throttled: KiteThrottled) -> str:
+        """Why an order the app's order-rate limit kept out for longer than an order waits failed.
+
+        It fails, as Kite fails an order over its limit, rather than being retried until it is
+        dead-lettered: a market order sent half a minute (or a day, past a daily cap) late is
+        not the order the strategy asked for, and until it ended it would keep its risk
+        reserved and count as open."""
+        return (
+            f"not placed: {throttled} (an order waits at most {self._rate_wait_max_s:g}s for it; "
+            f"the limits are ALPHAPANDA_KITE__ORDERS_PER_SECOND, __ORDERS_PER_MINUTE, __ORDERS_PER_DAY)"
+        )
 
     # -- clients -----------------------------------------------------------------------------
 
