@@ -271,6 +271,27 @@ def test_handle_when_kite_answers_429_then_backs_off_and_places_exactly_once(
     assert len(sandbox.orders(tag=_tag(event))) == 1
 
 
+def test_handle_when_kite_keeps_answering_429_then_the_order_fails_and_gives_back_its_risk(
+    sandbox: KiteSandbox, access_token: str, trader: ZerodhaTrader, store: RedisStateStore
+) -> None:
+    # Before: the claim went unknown and the event was retried until it was dead-lettered,
+    # with its risk still reserved. A 429 is a definite "not placed".
+    client = store.client
+    client.set(core_keys.risk_position(BROKER, SBIN), "3")
+    client.set(core_keys.risk_open_orders(BROKER), "1")
+    sandbox.fail_next(20, 429, method="POST", path="/orders")
+    event = validated("throttled-for-good")
+
+    (failed,) = trader.handle(event, store)
+
+    assert isinstance(failed.data, OrderFailed)
+    assert failed.data.reason.startswith("not placed: Kite answered 429 (too many requests) ")
+    assert sandbox.orders(tag=_tag(event)) == []
+    assert client.get(core_keys.risk_position(BROKER, SBIN)) == b"0"
+    assert client.get(core_keys.risk_open_orders(BROKER)) == b"0"
+    assert trader.handle(event, store) == [failed]  # a redelivery: the same answer, nothing placed
+
+
 def test_handle_when_token_expired_then_broker_halted_alert_raised_and_later_signals_stay_off_kite(
     sandbox: KiteSandbox,
     access_token: str,

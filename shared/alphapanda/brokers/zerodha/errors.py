@@ -59,4 +59,4 @@ class OrderOutcomeUnknown(ZerodhaUnavailable):
 
 
 class KiteThrottled(ZerodhaUnavailable):
-    """Kite kept answering 429, or the shared order-rate limit stayed full."""
+    """The shared order-rate limit stayed full for longer than the caller waits."""

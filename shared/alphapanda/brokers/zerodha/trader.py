@@ -247,9 +247,12 @@ class ZerodhaTrader:
                 held = renewed
             else:
                 return self._placed(ledger, held, event, ctx, kite_order_id)
-        # A 429 is a definite "not placed", but the next attempt looks the tag up anyway.
-        ledger.swap(held, ClaimRecord.unknown(self._wall(), "HTTP 429"))
-        raise KiteThrottled(f"Kite answered 429 {self._throttle_retries + 1} times for order {ctx.tag}")
+        # A 429 is a definite "not placed": the order fails as `_not_admitted` says why.
+        reason = (
+            f"not placed: Kite answered 429 (too many requests) {self._throttle_retries + 1} times "
+            "in a row; another client of the Kite app may be placing orders too"
+        )
+        return self._finish(ledger, held, ctx, [self._failed(event, ctx, reason)], give_back=True)
 
     def _resolve_unknown(
         self,
