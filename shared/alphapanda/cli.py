@@ -195,9 +195,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         overrides["strategies_file"] = args.strategies
     settings = load_settings(**overrides)
     if args.kite_sandbox:
-        from alphapanda.runtime.sandboxed import zerodha_brokers
+        from alphapanda.topics import zerodha_brokers
 
-        if not zerodha_brokers(settings):
+        if not zerodha_brokers(settings.brokers):
             raise ConfigError(
                 "--kite-sandbox trades the zerodha broker: add it, e.g. --brokers paper,zerodha"
             )

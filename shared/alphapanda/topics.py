@@ -8,6 +8,7 @@ project spells a topic name.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -195,6 +196,12 @@ def broker_kind(name: str) -> str:
             f"{', '.join(KNOWN_BROKER_KINDS)}"
         )
     return kind
+
+
+def zerodha_brokers(brokers: Iterable[str]) -> tuple[str, ...]:
+    """The zerodha-kind names among `brokers`, in order: they all trade through the one Kite
+    app of the deployment's settings, so what is per app (postbacks, order rate) spans them."""
+    return tuple(b for b in brokers if broker_kind(b) == "zerodha")
 
 
 REPLAY_SUFFIX = "-replay"

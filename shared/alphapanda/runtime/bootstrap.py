@@ -23,7 +23,7 @@ from alphapanda.stages.strategy_runner import StrategyRunner
 from alphapanda.stages.trading_engine import TradingEngine
 from alphapanda.state.store import RedisStateStore
 from alphapanda.strategies import StrategySpec, load_strategies
-from alphapanda.topics import Function, all_topics, broker_kind
+from alphapanda.topics import Function, all_topics, broker_kind, zerodha_brokers
 
 if TYPE_CHECKING:
     from alphapanda.runtime.embedded import EmbeddedKafka, EmbeddedRedis
@@ -100,7 +100,7 @@ def live_stages(settings: Settings) -> dict[tuple[Function, str], AnyStage]:
 
     Imported only when such a broker runs: `kiteconnect` pulls in Twisted.
     """
-    zerodha = frozenset(b for b in settings.brokers if broker_kind(b) == "zerodha")
+    zerodha = frozenset(zerodha_brokers(settings.brokers))
     if not zerodha:
         return {}
     from alphapanda.brokers.zerodha.trader import ZerodhaTrader

@@ -36,7 +36,7 @@ from alphapanda.config import Settings
 from alphapanda.domain.instruments import Instrument
 from alphapanda.events import Event, MarketTick, now
 from alphapanda.runtime.embedded import free_port
-from alphapanda.topics import broker_kind
+from alphapanda.topics import zerodha_brokers
 
 SANDBOX_API_KEY = "sandbox_api_key"
 SANDBOX_API_SECRET = "sandbox_api_secret"
@@ -46,10 +46,6 @@ MAX_TICK_INTERVAL_S = 1.0
 
 class SandboxUnavailable(RuntimeError):
     """The sandbox, its login or its ticker did not come up."""
-
-
-def zerodha_brokers(settings: Settings) -> list[str]:
-    return [b for b in settings.brokers if broker_kind(b) == "zerodha"]
 
 
 def sandbox_settings(settings: Settings) -> Settings:
@@ -169,7 +165,7 @@ def kite_sandbox(
     from alphapanda.kite_sandbox._common import ist_now
     from alphapanda.state.store import RedisStateStore
 
-    brokers = zerodha_brokers(settings)
+    brokers = zerodha_brokers(settings.brokers)
     if not brokers:
         raise SandboxUnavailable("--kite-sandbox needs a zerodha broker")
     rest_port, ws_port = _ports(settings)

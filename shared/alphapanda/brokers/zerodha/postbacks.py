@@ -40,7 +40,7 @@ from alphapanda.events import Event, now
 from alphapanda.stages.risk_ledger import ledger_reads
 from alphapanda.state import keys as core_keys
 from alphapanda.state.store import Decision, StateStore
-from alphapanda.topics import broker_kind
+from alphapanda.topics import zerodha_brokers
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,11 @@ class PostbackEndpoint:
         return PostbackResponse(503, f"not published: {failure}")
 
 
-def zerodha_brokers(settings: Settings) -> tuple[str, ...]:
-    """The deployment's Zerodha brokers (the zerodha-kind names in ALPHAPANDA_BROKERS), in order."""
-    brokers = tuple(b for b in settings.brokers if broker_kind(b) == "zerodha")
+def served_brokers(settings: Settings) -> tuple[str, ...]:
+    """The zerodha brokers order updates are for: all of the deployment's, at least one."""
+    brokers = zerodha_brokers(settings.brokers)
     if not brokers:
-        raise ValueError("ALPHAPANDA_BROKERS names no zerodha broker (e.g. ALPHAPANDA_BROKERS=zerodha)")
+        raise ConfigError("ALPHAPANDA_BROKERS names no zerodha broker (e.g. ALPHAPANDA_BROKERS=zerodha)")
     return brokers
 
 
@@ -241,8 +241,8 @@ class _Runtime:
                 raise ConfigError(
                     "order_updates needs ALPHAPANDA_KITE__API_SECRET to check Kite's postback checksums"
                 )
-            zerodha_brokers(settings)
-        except (ConfigError, ValueError) as exc:
+            served_brokers(settings)
+        except ConfigError as exc:
             raise cannot_start("order_updates", exc) from None
 
     def _connect(self) -> None:
@@ -252,7 +252,7 @@ class _Runtime:
         store, publisher = connect(settings)
         charges = LiveChargeRates.shipped(load_instruments(settings.instruments_file))
         with self._lock:
-            self._processor = OrderUpdateProcessor(store, zerodha_brokers(settings), charges=charges)
+            self._processor = OrderUpdateProcessor(store, served_brokers(settings), charges=charges)
             self._publisher = publisher
 
     def processor(self) -> OrderUpdateProcessor:

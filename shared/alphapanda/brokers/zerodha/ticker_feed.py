@@ -379,13 +379,13 @@ def run_kite_feed(
     import redis
 
     from alphapanda.brokers.zerodha.charges import LiveChargeRates
-    from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, TickerOrderUpdates, zerodha_brokers
+    from alphapanda.brokers.zerodha.postbacks import OrderUpdateProcessor, TickerOrderUpdates
     from alphapanda.brokers.zerodha.session import SessionStore
     from alphapanda.bus.kafka import EventPublisher, ensure_topics
     from alphapanda.config import ConfigError
     from alphapanda.domain.instruments import load_instruments
     from alphapanda.state.store import RedisStateStore
-    from alphapanda.topics import all_topics
+    from alphapanda.topics import all_topics, zerodha_brokers
 
     bootstrap, redis_url = settings.kafka.bootstrap_servers, settings.redis.url
     if not bootstrap or not redis_url:
@@ -393,10 +393,7 @@ def run_kite_feed(
             "the Kite feed needs ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS and ALPHAPANDA_REDIS__URL "
             "(the access token is read from Redis)"
         )
-    try:
-        configured = zerodha_brokers(settings)
-    except ValueError:
-        configured = ()
+    configured = zerodha_brokers(settings.brokers)
     if broker is None:
         broker = configured[0] if configured else "zerodha"
     # The ticker's order messages are those of the session's Kite user: the orders of every
