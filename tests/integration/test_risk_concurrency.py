@@ -38,7 +38,11 @@ def _signals(seed: int) -> list[Event]:
             raw_signal_event(
                 n,
                 token=token,
-                strategy=rng.choice(["alpha", "beta"]),
+                # One strategy: with two, one closing its own position may take the broker's net
+                # past the limit by design (`RiskContext.strategy_reduces`: a limit never traps a
+                # position), so the net would not be a hard cap and this test would fail at
+                # random (about 1 run in 10) on that allowance, not on a race.
+                strategy="alpha",
                 side=rng.choice([Side.BUY, Side.SELL]),
                 quantity=rng.randint(1, 40),
                 price=price,
